@@ -1,0 +1,58 @@
+// Package index owns the SOCI index model: the media types, artifact types
+// and annotation keys of SOCI index manifests (v1, bound to an image by
+// subject, and v2, bound by an annotation on the image manifest), their
+// canonical JSON encoding, and the validation of indices fetched from a
+// registry. It also holds the sentinel errors that say an image has no index
+// or a layer has no zTOC, so that every consumer tests the same facts.
+//
+// Format facts: ../shared/reference/soci-format.md §1 and §2.
+package index
+
+import "errors"
+
+// Artifact and media types.
+const (
+	// ArtifactTypeV1 is the config media type (and artifact type) of a v1 index.
+	ArtifactTypeV1 = "application/vnd.amazon.soci.index.v1+json"
+	// ArtifactTypeV2 is the config media type (and artifact type) of a v2 index.
+	ArtifactTypeV2 = "application/vnd.amazon.soci.index.v2+json"
+	// MediaTypeZtoc is the media type of zTOC descriptors in an index.
+	MediaTypeZtoc = "application/octet-stream"
+	// MediaTypePrefetch is the media type of (experimental) prefetch descriptors.
+	MediaTypePrefetch = "application/vnd.amazon.soci.prefetch.v1+json"
+	// EmptyConfigDigest is the digest of the two-byte "{}" config blob.
+	EmptyConfigDigest = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+)
+
+// emptyConfig is never modified; EmptyConfig hands out copies.
+var emptyConfig = []byte("{}")
+
+// EmptyConfig returns the content of every SOCI index's config blob.
+func EmptyConfig() []byte { return append([]byte(nil), emptyConfig...) }
+
+// Annotation keys.
+const (
+	// AnnotationLayerDigest on a zTOC descriptor names the image layer it indexes.
+	AnnotationLayerDigest = "com.amazon.soci.image-layer-digest"
+	// AnnotationLayerMediaType on a zTOC descriptor is the layer's media type.
+	AnnotationLayerMediaType = "com.amazon.soci.image-layer-mediaType"
+	// AnnotationSpanSize on a zTOC descriptor is the decimal span size.
+	AnnotationSpanSize = "com.amazon.soci.span-size"
+	// AnnotationDisableXattrs on a zTOC descriptor says the layer has no xattrs.
+	AnnotationDisableXattrs = "com.amazon.soci.disable-xattrs"
+	// AnnotationBuildToolIdentifier on an index names the tool that built it.
+	AnnotationBuildToolIdentifier = "com.amazon.soci.build-tool-identifier"
+	// AnnotationIndexDigest on a v2 SOCI-enabled image manifest binds its index.
+	AnnotationIndexDigest = "com.amazon.soci.index-digest"
+	// AnnotationImageManifestDigest on a v2 index descriptor in an OCI index
+	// names the image manifest it belongs to.
+	AnnotationImageManifestDigest = "com.amazon.soci.image-manifest-digest"
+)
+
+// Sentinel errors, tested with errors.Is by the snapshotter to choose a path.
+var (
+	// ErrNoIndex reports an image for which no SOCI index was found.
+	ErrNoIndex = errors.New("no SOCI index found")
+	// ErrNoZtoc reports a layer that the image's index does not cover.
+	ErrNoZtoc = errors.New("no zTOC for layer")
+)
