@@ -1,0 +1,121 @@
+package ztoc
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/ociseek/ociseek/ztoc/ztoctest"
+)
+
+// TestCodecFixtures decodes every reference zTOC, compares what it says with
+// the fixture's expectation (every field, every entry, every window hash)
+// and re-encodes it byte for byte.
+func TestCodecFixtures(t *testing.T) {
+	for _, f := range ztoctest.Fixtures(t) {
+		t.Run(f.Name, func(t *testing.T) {
+			b := f.Ztoc(t)
+			z, err := Unmarshal(b)
+			if err != nil {
+				t.Fatalf("Unmarshal: %v", err)
+			}
+			checkInfo(t, z.Info(b), f)
+			out, err := Marshal(z)
+			if err != nil {
+				t.Fatalf("Marshal: %v", err)
+			}
+			if !bytes.Equal(out, b) {
+				t.Fatalf("Marshal(Unmarshal(b)) differs from b: %d bytes vs %d, first difference at %d",
+					len(out), len(b), firstDiff(out, b))
+			}
+		})
+	}
+}
+
+// checkInfo compares the Info document, as JSON values, with the fixture's
+// expectation minus what a zTOC cannot tell (file names of the fixture,
+// layer digest and media type, file contents).
+func checkInfo(t *testing.T, info *Info, f ztoctest.Fixture) {
+	t.Helper()
+	e := f.Expect
+	if e.ZtocDigest != info.ZtocDigest || e.ZtocSize != info.ZtocSize {
+		t.Errorf("ztoc digest/size %s/%d, want %s/%d", info.ZtocDigest, info.ZtocSize, e.ZtocDigest, e.ZtocSize)
+	}
+	info.LayerDigest, info.LayerMediaType = e.LayerDigest, e.LayerMediaType
+	for i := range e.TOC {
+		e.TOC[i].ContentSHA256 = ""
+	}
+	want, got := jsonValue(t, e), jsonValue(t, info)
+	delete(want, "layer")
+	delete(want, "ztoc")
+	if reflect.DeepEqual(got, want) {
+		return
+	}
+	// Narrow the report down to the first differing key or entry.
+	for k, wv := range want {
+		if gv := got[k]; !reflect.DeepEqual(gv, wv) {
+			if wl, ok := wv.([]any); ok {
+				gl, _ := gv.([]any)
+				for i := range wl {
+					if i >= len(gl) || !reflect.DeepEqual(gl[i], wl[i]) {
+						t.Errorf("%s[%d]: got %v, want %v", k, i, at(gl, i), wl[i])
+						break
+					}
+				}
+			}
+			t.Errorf("%s differs (got %d chars, want %d)", k, len(jsonText(gv)), len(jsonText(wv)))
+		}
+	}
+	for k := range got {
+		if _, ok := want[k]; !ok {
+			t.Errorf("unexpected key %q", k)
+		}
+	}
+}
+
+func at(l []any, i int) any {
+	if i < len(l) {
+		return l[i]
+	}
+	return "<missing>"
+}
+
+func jsonText(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func jsonValue(t *testing.T, v any) map[string]any {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// mustInvalid fails unless err is non-nil and wraps ErrInvalid.
+func mustInvalid(t *testing.T, err error) {
+	t.Helper()
+	if err == nil {
+		t.Fatal("no error for invalid input")
+	}
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("error %v does not wrap ErrInvalid", err)
+	}
+}
