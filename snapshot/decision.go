@@ -1,0 +1,86 @@
+package snapshot
+
+import (
+	"errors"
+
+	"github.com/ociseek/ociseek/index"
+)
+
+// Outcome names how one layer's unpack Prepare was served. Exactly one
+// outcome is recorded per layer, as a snapshot label and in the metrics.
+type Outcome string
+
+const (
+	// OutcomeLazy: the FileSystem mounted the layer (FUSE); its bytes are
+	// fetched on demand. The snapshot is committed by the snapshotter.
+	OutcomeLazy Outcome = "lazy"
+	// OutcomeLocalUnpack: the image is indexed but this layer is not (too
+	// small or unindexable), so the daemon fetched, verified and unpacked
+	// the layer itself. The snapshot is committed by the snapshotter.
+	OutcomeLocalUnpack Outcome = "local-unpack"
+	// OutcomeOverlay: plain overlay directories are returned and
+	// containerd pulls and applies the layer as it would without ociseek.
+	OutcomeOverlay Outcome = "overlay"
+)
+
+// Reason says why an Outcome was chosen. Reasons are a small fixed set so
+// that they can be metric label values (no digests, no free text).
+type Reason string
+
+const (
+	// ReasonMounted: the FileSystem mounted the layer.
+	ReasonMounted Reason = "mounted"
+	// ReasonLazyDisabled: lazy loading is turned off by configuration.
+	ReasonLazyDisabled Reason = "lazy-disabled"
+	// ReasonNoIndex: the image has no SOCI index (index.ErrNoIndex).
+	ReasonNoIndex Reason = "no-index"
+	// ReasonNoZtoc: the image's index has no zTOC for this layer
+	// (index.ErrNoZtoc).
+	ReasonNoZtoc Reason = "no-ztoc"
+	// ReasonMountFailed: the FileSystem failed for another reason.
+	ReasonMountFailed Reason = "mount-failed"
+	// ReasonNoUnpacker: local unpacking was wanted but no LayerUnpacker is
+	// configured.
+	ReasonNoUnpacker Reason = "no-unpacker"
+	// ReasonUnpackFailed: local unpacking was tried and failed; containerd
+	// gets a second chance through the overlay path.
+	ReasonUnpackFailed Reason = "unpack-failed"
+)
+
+// Decision is an Outcome with its Reason.
+type Decision struct {
+	Outcome Outcome
+	Reason  Reason
+}
+
+// decide maps the result of FileSystem.Mount to a Decision. It is the one
+// place that turns errors into outcomes; each outcome is then carried out by
+// its own method (serveLazy, serveLocalUnpack, serveOverlay).
+//
+//   - nil → lazy;
+//   - index.ErrNoIndex → overlay: the whole image is unindexed, so containerd
+//     pulls it as usual and no daemon bandwidth is spent;
+//   - index.ErrNoZtoc → local unpack: the image is indexed, only this layer is
+//     not, and the daemon can unpack it without containerd's help;
+//   - anything else → local unpack too, because a layer that cannot be
+//     mounted may still be fetched whole; serveLocalUnpack falls back to
+//     overlay if that fails as well.
+//
+// Without an unpacker, the local-unpack outcomes become overlay.
+func decide(mountErr error, haveUnpacker bool) Decision {
+	var d Decision
+	switch {
+	case mountErr == nil:
+		return Decision{OutcomeLazy, ReasonMounted}
+	case errors.Is(mountErr, index.ErrNoIndex):
+		return Decision{OutcomeOverlay, ReasonNoIndex}
+	case errors.Is(mountErr, index.ErrNoZtoc):
+		d = Decision{OutcomeLocalUnpack, ReasonNoZtoc}
+	default:
+		d = Decision{OutcomeLocalUnpack, ReasonMountFailed}
+	}
+	if !haveUnpacker {
+		return Decision{OutcomeOverlay, ReasonNoUnpacker}
+	}
+	return d
+}
