@@ -1,0 +1,142 @@
+package layer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/containerd/log"
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// fileNode is a regular file; its bytes are read through the layer's Reader.
+type fileNode struct {
+	attrNode
+	r Reader
+
+	// verifyMu serialises the first-open verification; verified is only
+	// set once VerifyEntry has succeeded, so a failed check is retried.
+	verifyMu sync.Mutex
+	verified bool
+}
+
+var (
+	_ = (fusefs.NodeOpener)((*fileNode)(nil))
+	_ = (fusefs.NodeReader)((*fileNode)(nil))
+)
+
+// Open refuses writes, verifies the file on its first open (when the Reader
+// is a Verifier), and asks the kernel to keep cached pages across opens: the
+// content never changes. When the Reader is a LocalFiler with the whole file
+// on disk, the handle offers the file for FUSE passthrough.
+func (n *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	if err := n.verify(ctx); err != nil {
+		return nil, 0, toErrno(ctx, "verify", n.m, err)
+	}
+	h := &handle{}
+	if lf, ok := n.r.(LocalFiler); ok {
+		if f, ok := lf.LocalFile(ctx, n.m.entry); ok {
+			if st, err := f.Stat(); err == nil && st.Size() == n.m.size {
+				h.local = f
+			} else {
+				f.Close()
+			}
+		}
+	}
+	return h, fuse.FOPEN_KEEP_CACHE, fusefs.OK
+}
+
+func (n *fileNode) verify(ctx context.Context) error {
+	v, ok := n.r.(Verifier)
+	if !ok {
+		return nil
+	}
+	n.verifyMu.Lock()
+	defer n.verifyMu.Unlock()
+	if n.verified {
+		return nil
+	}
+	if err := v.VerifyEntry(ctx, n.m.entry); err != nil {
+		return err
+	}
+	n.verified = true
+	return nil
+}
+
+// Read serves bytes of the file. Reads past the end return nothing; a short
+// read from the Reader is an error (the TOC promised the bytes).
+func (n *fileNode) Read(ctx context.Context, fh fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off < 0 {
+		return nil, syscall.EINVAL
+	}
+	if off >= n.m.size {
+		return fuse.ReadResultData(nil), fusefs.OK
+	}
+	want := min(int64(len(dest)), n.m.size-off)
+	if h, ok := fh.(*handle); ok && h.local != nil {
+		return fuse.ReadResultFd(h.local.Fd(), off, int(want)), fusefs.OK
+	}
+	got, err := n.r.ReadAt(ctx, dest[:want], n.m.entry.UncompressedOffset+off)
+	if int64(got) < want {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = fmt.Errorf("short read: %d of %d bytes: %w", got, want, io.ErrUnexpectedEOF)
+		}
+		return nil, toErrno(ctx, "read", n.m, fmt.Errorf("read %d bytes at %d: %w", want, off, err))
+	}
+	return fuse.ReadResultData(dest[:want]), fusefs.OK
+}
+
+// handle is an open regular file. local, when set, holds the file's bytes
+// on local disk, used for passthrough (or, if the kernel refuses that, for
+// reads spliced from the fd).
+type handle struct {
+	local *os.File
+}
+
+var (
+	_ = (fusefs.FilePassthroughFder)((*handle)(nil))
+	_ = (fusefs.FileReleaser)((*handle)(nil))
+)
+
+// PassthroughFd offers the local file to the kernel. go-fuse calls it once,
+// during Open; the kernel keeps its own reference to the backing file.
+func (h *handle) PassthroughFd() (int, bool) {
+	if h.local == nil {
+		return -1, false
+	}
+	return int(h.local.Fd()), true
+}
+
+// Release closes the local file, if any.
+func (h *handle) Release(ctx context.Context) syscall.Errno {
+	if h.local != nil {
+		if err := h.local.Close(); err != nil {
+			log.G(ctx).WithError(err).Warn("close local layer file")
+		}
+		h.local = nil
+	}
+	return fusefs.OK
+}
+
+// toErrno maps an error from the Reader or Verifier to the errno the reading
+// process sees, logging it (this is where the error is handled). An
+// interrupted request gives EINTR; everything else is EIO.
+func toErrno(ctx context.Context, op string, m *meta, err error) syscall.Errno {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return syscall.EINTR
+	}
+	name := ""
+	if m.entry != nil {
+		name = m.entry.Name
+	}
+	log.G(ctx).WithError(err).WithField("file", name).Errorf("layer %s failed", op)
+	return syscall.EIO
+}

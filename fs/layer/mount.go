@@ -1,0 +1,85 @@
+package layer
+
+import (
+	"fmt"
+	"syscall"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// DefaultCacheTimeout is how long the kernel may cache entries, attributes
+// and negative lookups when MountOptions.CacheTimeout is zero. A layer never
+// changes while mounted, so the only limit is memory, which the kernel
+// manages by evicting cold dentries anyway.
+const DefaultCacheTimeout = 24 * time.Hour
+
+// DefaultMaxRead is the largest read request the kernel sends when
+// MountOptions.MaxRead is zero: large requests mean fewer round trips to
+// the span layer for sequential reads.
+const DefaultMaxRead = 1 << 20
+
+// MountOptions are the knobs of Mount. The zero value is valid.
+type MountOptions struct {
+	// CacheTimeout is the entry, attribute and negative-entry timeout;
+	// zero means DefaultCacheTimeout.
+	CacheTimeout time.Duration
+	// MaxRead is the largest read request and the readahead size; zero
+	// means DefaultMaxRead.
+	MaxRead int
+	// Debug logs every FUSE request (go-fuse's debug output, to stderr).
+	Debug bool
+}
+
+// Mount serves root at mountpoint, read-only, and returns once the kernel
+// has the mount. The caller owns the returned server: server.Unmount ends
+// it. The mount allows other users (containers run as any uid) and has the
+// kernel check permissions against the TOC's modes; setuid bits and device
+// nodes are honoured, as they would be for the layer extracted on disk.
+func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, error) {
+	timeout := opts.CacheTimeout
+	if timeout <= 0 {
+		timeout = DefaultCacheTimeout
+	}
+	maxRead := opts.MaxRead
+	if maxRead <= 0 {
+		maxRead = DefaultMaxRead
+	}
+	fo := &fusefs.Options{
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
+		// A mode of 0000 in the tar means 0000, not go-fuse's 0644 default.
+		NullPermissions: true,
+		MountOptions: fuse.MountOptions{
+			FsName:     "ociseek",
+			Name:       "ociseek",
+			AllowOther: true,
+			// "ro" for fusermount; the direct mount gets MS_RDONLY below.
+			Options:          []string{"ro", "default_permissions", "suid", "dev"},
+			DirectMount:      true,
+			DirectMountFlags: syscall.MS_RDONLY,
+			MaxWrite:         maxRead,
+			MaxReadAhead:     maxRead,
+			MaxBackground:    64,
+			DisableXAttrs:    !root.HasXattrs(),
+			// Immutable content: no automatic page-cache invalidation on
+			// attribute refresh, and symlink targets cached for good.
+			ExplicitDataCacheControl: true,
+			EnableSymlinkCaching:     true,
+			Debug:                    opts.Debug,
+		},
+	}
+	server, err := fuse.NewServer(fusefs.NewNodeFS(root, fo), mountpoint, &fo.MountOptions)
+	if err != nil {
+		return nil, fmt.Errorf("mount layer at %s: %w", mountpoint, err)
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		// Unmount also ends the Serve loop started above.
+		_ = server.Unmount()
+		return nil, fmt.Errorf("wait for layer mount at %s: %w", mountpoint, err)
+	}
+	return server, nil
+}

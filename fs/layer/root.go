@@ -1,0 +1,52 @@
+package layer
+
+import (
+	"context"
+	"syscall"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+)
+
+var _ = (fusefs.NodeOnAdder)((*Root)(nil))
+
+// OnAdd builds the whole inode tree from the validated model when go-fuse
+// mounts the root. Every inode is persistent, so lookups never create
+// inodes and never race with each other; hardlinked names share one Inode.
+func (r *Root) OnAdd(ctx context.Context) {
+	r.dirNode.userXattr = r.opts.UserXattr
+	made := make(map[*meta]*fusefs.Inode)
+	r.addChildren(ctx, &r.Inode, r.tree.root, made)
+}
+
+func (r *Root) addChildren(ctx context.Context, parent *fusefs.Inode, dir *meta, made map[*meta]*fusefs.Inode) {
+	for _, name := range sortedNames(dir) {
+		m := dir.children[name]
+		child, ok := made[m]
+		if !ok {
+			child = parent.NewPersistentInode(ctx, r.nodeOps(m), fusefs.StableAttr{
+				Mode: m.mode & syscall.S_IFMT,
+				Ino:  m.ino,
+			})
+			made[m] = child
+		}
+		parent.AddChild(name, child, false)
+		if m.isDir() {
+			r.addChildren(ctx, child, m, made)
+		}
+	}
+}
+
+// nodeOps returns the node type serving m's kind.
+func (r *Root) nodeOps(m *meta) fusefs.InodeEmbedder {
+	ux := r.opts.UserXattr
+	switch m.mode & syscall.S_IFMT {
+	case syscall.S_IFDIR:
+		return &dirNode{attrNode: attrNode{m: m, userXattr: ux}}
+	case syscall.S_IFREG:
+		return &fileNode{attrNode: attrNode{m: m, userXattr: ux}, r: r.reader}
+	case syscall.S_IFLNK:
+		return &symlinkNode{attrNode: attrNode{m: m, userXattr: ux}}
+	default:
+		return &specialNode{attrNode: attrNode{m: m, userXattr: ux}}
+	}
+}
