@@ -18,8 +18,14 @@ const MaxSize = 1 << 30
 // ErrInvalid. The returned checkpoint windows alias buf, which must
 // therefore not be modified while the Ztoc is in use.
 func Unmarshal(buf []byte) (*Ztoc, error) {
-	if len(buf) > MaxSize {
-		return nil, fmt.Errorf("%w: buffer of %d bytes exceeds the %d byte limit", ErrInvalid, len(buf), MaxSize)
+	return unmarshalLimit(buf, MaxSize)
+}
+
+// unmarshalLimit is Unmarshal with the size limit as a parameter, so tests
+// need not allocate a gigabyte to check it.
+func unmarshalLimit(buf []byte, limit int) (*Ztoc, error) {
+	if len(buf) > limit {
+		return nil, fmt.Errorf("%w: buffer of %d bytes exceeds the %d byte limit", ErrInvalid, len(buf), limit)
 	}
 	z, err := decode(buf)
 	if err != nil {
@@ -65,7 +71,7 @@ func decodeTOC(d *fbs.Decoder, toc fbs.Table) ([]FileMetadata, error) {
 	if !toc.Valid() {
 		return nil, fmt.Errorf("%w: toc table missing", ErrInvalid)
 	}
-	vec := toc.Vector(fbs.TOCMetadata, "toc entry")
+	vec := toc.Vector(fbs.TOCMetadata, "entry")
 	if err := d.Err(); err != nil {
 		return nil, fmt.Errorf("%w: decode toc: %w", ErrInvalid, err)
 	}

@@ -18,8 +18,19 @@ func Marshal(z *Ztoc) ([]byte, error) {
 	if err := z.Validate(); err != nil {
 		return nil, fmt.Errorf("marshal ztoc: %w", err)
 	}
+	return encode(z)
+}
+
+// encode writes z without validating it first (tests use it to make
+// buffers that are well-formed but say something invalid). It still
+// refuses what it cannot write.
+func encode(z *Ztoc) ([]byte, error) {
 	if n := estimateSize(z); n > MaxSize {
 		return nil, fmt.Errorf("marshal ztoc: %w: about %d bytes exceeds the %d byte limit", ErrInvalid, n, MaxSize)
+	}
+	alg, ok := algorithmEnum(z.CompressionAlgorithm)
+	if !ok {
+		return nil, fmt.Errorf("marshal ztoc: %w: unknown compression algorithm %q", ErrInvalid, z.CompressionAlgorithm)
 	}
 	blob, err := zinfoBlob(z)
 	if err != nil {
@@ -29,7 +40,7 @@ func Marshal(z *Ztoc) ([]byte, error) {
 	version := b.CreateString(z.Version)
 	buildTool := b.CreateString(z.BuildToolIdentifier)
 	toc := encodeTOC(b, z.TOC)
-	ci := encodeCompressionInfo(b, z, blob)
+	ci := encodeCompressionInfo(b, z, alg, blob)
 
 	b.StartObject(fbs.ZtocNumFields)
 	b.PrependUOffsetTSlot(fbs.ZtocVersion, version, 0)
@@ -63,10 +74,13 @@ const spanDigestPrefix = "sha256:"
 
 // zinfoBlob encodes the checkpoints blob for z's algorithm.
 func zinfoBlob(z *Ztoc) ([]byte, error) {
-	if z.CompressionAlgorithm == CompressionUncompressed {
+	switch {
+	case z.Tar != nil:
 		return marshalTarZinfo(z.Tar), nil
+	case z.Gzip != nil:
+		return marshalGzipZinfo(z.Gzip)
 	}
-	return marshalGzipZinfo(z.Gzip)
+	return nil, fmt.Errorf("%w: no checkpoints", ErrInvalid)
 }
 
 // encodeTOC writes the entries last to first, then the vector (in TOC
@@ -140,14 +154,13 @@ func offsetVector(b *flatbuffers.Builder, offs []flatbuffers.UOffsetT) flatbuffe
 
 // encodeCompressionInfo writes the checkpoints blob, the span digests and
 // the CompressionInfo table.
-func encodeCompressionInfo(b *flatbuffers.Builder, z *Ztoc, blob []byte) flatbuffers.UOffsetT {
+func encodeCompressionInfo(b *flatbuffers.Builder, z *Ztoc, alg int8, blob []byte) flatbuffers.UOffsetT {
 	cps := b.CreateByteVector(blob)
 	digests := make([]flatbuffers.UOffsetT, len(z.SpanDigests))
 	for i, d := range z.SpanDigests {
 		digests[i] = b.CreateString(string(d))
 	}
 	dv := offsetVector(b, digests)
-	alg, _ := algorithmEnum(z.CompressionAlgorithm) // Validate checked it.
 	b.StartObject(fbs.CompressionInfoNumFields)
 	b.PrependInt32Slot(fbs.CompressionInfoMaxSpanID, int32(z.MaxSpanID), 0)
 	b.PrependUOffsetTSlot(fbs.CompressionInfoSpanDigests, dv, 0)

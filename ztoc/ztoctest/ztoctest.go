@@ -42,19 +42,19 @@ type Fixture struct {
 }
 
 // Layer reads the layer blob, failing the test on error.
-func (f *Fixture) Layer(t testing.TB) []byte {
+func (f Fixture) Layer(t testing.TB) []byte {
 	t.Helper()
 	return readFile(t, f.LayerPath)
 }
 
 // Ztoc reads the zTOC bytes, failing the test on error.
-func (f *Fixture) Ztoc(t testing.TB) []byte {
+func (f Fixture) Ztoc(t testing.TB) []byte {
 	t.Helper()
 	return readFile(t, f.ZtocPath)
 }
 
 // Gzip reports whether the fixture's layer is gzip-compressed.
-func (f *Fixture) Gzip() bool { return f.Expect.CompressionAlgorithm == "gzip" }
+func (f Fixture) Gzip() bool { return f.Expect.CompressionAlgorithm == "gzip" }
 
 // Expect mirrors a fixture's NAME.expect.json field by field; decoding
 // rejects unknown fields, so a change to the files shows up here.
