@@ -119,8 +119,12 @@ func TestUnmarshalCorrupted(t *testing.T) {
 	alg := w.field(ci, fbs.CompressionInfoCompressionAlgorithm)
 	vt := root - int(int32(binary.LittleEndian.Uint32(orig[root:])))
 
-	put32 := func(p int, v uint32) func(b []byte) { return func(b []byte) { binary.LittleEndian.PutUint32(b[p:], v) } }
-	put16 := func(p int, v uint16) func(b []byte) { return func(b []byte) { binary.LittleEndian.PutUint16(b[p:], v) } }
+	put32 := func(p int, v uint32) func(b []byte) {
+		return func(b []byte) { binary.LittleEndian.PutUint32(b[p:], v) }
+	}
+	put16 := func(p int, v uint16) func(b []byte) {
+		return func(b []byte) { binary.LittleEndian.PutUint16(b[p:], v) }
+	}
 	cases := map[string]func(b []byte){
 		"RootOffsetPastEnd":     put32(0, uint32(len(orig))),
 		"RootOffsetZero":        put32(0, 0),
