@@ -1,0 +1,309 @@
+package ztoc
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ociseek/ociseek/ztoc/gzipx"
+)
+
+// The gzip build runs as three goroutines joined by bounded channels, so
+// that on two cores inflating (the bulk of the work) overlaps with tar
+// parsing and span hashing:
+//
+//	inflate:  blob → gzipx.Inflater → checkpoints; tar bytes → dataCh;
+//	          compressed bytes, cut at span boundaries → hashCh
+//	tar:      dataCh → archive/tar → TOC, archive size
+//	hash:     hashCh → sha256 per span → span digests
+//
+// The inflater reads ahead of the block boundaries it reports, so the
+// compressed bytes it has read but whose span is not yet known wait in a
+// pending buffer; at each boundary everything before In−1 is handed to the
+// hasher (a later span can start no earlier than In−1), and at a checkpoint
+// the current span is closed at In.
+
+const (
+	// dataBufSize is the size of the tar-byte buffers passed from the
+	// inflater to the tar parser; dataBufs of them circulate.
+	dataBufSize = 256 << 10
+	dataBufs    = 8
+	// hashQueue bounds the compressed chunks waiting to be hashed.
+	hashQueue = 16
+	// maxPending bounds the compressed bytes held back between two block
+	// boundaries. Real deflate encoders end blocks every few tens of KiB;
+	// only a hostile stream comes near this.
+	maxPending = 256 << 20
+)
+
+// hashCmd tells the hash goroutine to digest data into the current span,
+// then, if finish, to close that span; with carryLast, the last byte of data
+// also opens the next span (a checkpoint in the middle of a byte).
+type hashCmd struct {
+	data      []byte
+	finish    bool
+	carryLast bool
+}
+
+func buildGzip(ctx context.Context, r io.Reader, opts BuildOptions) (*Ztoc, error) {
+	g, gctx := errgroup.WithContext(ctx)
+	dataCh := make(chan []byte, dataBufs)
+	free := make(chan []byte, dataBufs)
+	for range dataBufs {
+		free <- make([]byte, dataBufSize)
+	}
+	hashCh := make(chan hashCmd, hashQueue)
+
+	inf := &gzipIndexer{ctx: gctx, spanSize: opts.SpanSize, src: &pendingReader{r: r}, hashCh: hashCh}
+	var (
+		toc     []FileMetadata
+		tarSize int64
+		digests []digest.Digest
+	)
+	g.Go(func() error {
+		defer close(dataCh)
+		defer close(hashCh)
+		return inf.run(dataCh, free)
+	})
+	g.Go(func() error {
+		var err error
+		toc, tarSize, err = readTOCFromChunks(gctx, dataCh, free)
+		return err
+	})
+	g.Go(func() error {
+		digests = hashSpans(hashCh)
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return nil, fmt.Errorf("build ztoc: %w", err)
+	}
+	if len(digests) != len(inf.checkpoints) || len(digests) == 0 {
+		return nil, fmt.Errorf("build ztoc: %d span digests for %d checkpoints: %w",
+			len(digests), len(inf.checkpoints), ErrInvalid)
+	}
+	return &Ztoc{
+		Version:                 Version,
+		BuildToolIdentifier:     opts.BuildToolIdentifier,
+		CompressedArchiveSize:   inf.src.pos,
+		UncompressedArchiveSize: tarSize,
+		TOC:                     toc,
+		CompressionAlgorithm:    CompressionGzip,
+		MaxSpanID:               SpanID(len(digests) - 1),
+		SpanDigests:             digests,
+		Gzip:                    &GzipZinfo{SpanSize: opts.SpanSize, Checkpoints: inf.checkpoints},
+	}, nil
+}
+
+// hashSpans digests the compressed chunks of each span in order.
+func hashSpans(hashCh <-chan hashCmd) []digest.Digest {
+	var digests []digest.Digest
+	h := sha256.New()
+	for c := range hashCh {
+		h.Write(c.data)
+		if !c.finish {
+			continue
+		}
+		digests = append(digests, digest.NewDigest(digest.SHA256, h))
+		h.Reset()
+		if c.carryLast && len(c.data) > 0 {
+			h.Write(c.data[len(c.data)-1:])
+		}
+	}
+	return digests
+}
+
+// readTOCFromChunks parses the tar stream arriving as chunks on dataCh and
+// then drains the channel, so the inflater always runs to the end of the
+// blob (the trailer check and the last span digest need it).
+func readTOCFromChunks(ctx context.Context, dataCh <-chan []byte, free chan<- []byte) ([]FileMetadata, int64, error) {
+	cr := &chunkReader{ctx: ctx, ch: dataCh, free: free}
+	toc, size, err := readTOC(ctx, cr)
+	if err != nil {
+		return nil, 0, err
+	}
+	for b := range dataCh {
+		free <- b[:cap(b)]
+	}
+	return toc, size, nil
+}
+
+// chunkReader is an io.Reader over the chunks sent on ch; it gives each
+// chunk's buffer back on free once consumed.
+type chunkReader struct {
+	ctx  context.Context
+	ch   <-chan []byte
+	free chan<- []byte
+	cur  []byte
+	buf  []byte
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	for len(c.cur) == 0 {
+		if c.buf != nil {
+			c.free <- c.buf[:cap(c.buf)]
+			c.buf = nil
+		}
+		select {
+		case b, ok := <-c.ch:
+			if !ok {
+				return 0, io.EOF
+			}
+			c.buf, c.cur = b, b
+		case <-c.ctx.Done():
+			return 0, c.ctx.Err()
+		}
+	}
+	n := copy(p, c.cur)
+	c.cur = c.cur[n:]
+	return n, nil
+}
+
+// pendingReader reads the blob and keeps the bytes read but not yet handed
+// to a span hasher; pending holds the bytes [pendStart, pos).
+type pendingReader struct {
+	r         io.Reader
+	pos       int64
+	pendStart int64
+	pending   []byte
+}
+
+func (p *pendingReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.pending = append(p.pending, b[:n]...)
+	p.pos += int64(n)
+	if len(p.pending) > maxPending {
+		return n, fmt.Errorf("deflate block at compressed offset %d spans more than %d bytes", p.pendStart, maxPending)
+	}
+	return n, err
+}
+
+// cut removes and returns the pending bytes before offset to. The returned
+// slice is owned by the caller.
+func (p *pendingReader) cut(to int64) []byte {
+	k := int(min(max(to-p.pendStart, 0), int64(len(p.pending))))
+	out := p.pending[:k:k]
+	rest := make([]byte, len(p.pending)-k, max(64<<10, 2*(len(p.pending)-k)))
+	copy(rest, p.pending[k:])
+	p.pending = rest
+	p.pendStart += int64(k)
+	return out
+}
+
+// gzipIndexer drives the inflater and places checkpoints.
+type gzipIndexer struct {
+	ctx         context.Context
+	spanSize    int64
+	src         *pendingReader
+	hashCh      chan<- hashCmd
+	inf         *gzipx.Inflater
+	checkpoints []Checkpoint
+	err         error // first error from the boundary callback
+}
+
+// run inflates the whole blob, sending tar bytes on dataCh in buffers taken
+// from free.
+func (x *gzipIndexer) run(dataCh chan<- []byte, free <-chan []byte) error {
+	x.inf = gzipx.NewInflater(x.src)
+	x.inf.SetBoundaryFunc(x.boundary)
+	for {
+		var buf []byte
+		select {
+		case buf = <-free:
+		case <-x.ctx.Done():
+			return x.ctx.Err()
+		}
+		n, err := fillFrom(x.inf, buf)
+		if x.err != nil {
+			return x.err
+		}
+		if n > 0 {
+			select {
+			case dataCh <- buf[:n]:
+			case <-x.ctx.Done():
+				return x.ctx.Err()
+			}
+		}
+		if err == io.EOF {
+			return x.finish()
+		}
+		if err != nil {
+			return fmt.Errorf("inflate at compressed offset %d: %w", x.src.pos, err)
+		}
+	}
+}
+
+// fillFrom reads until buf is at least half full, so chunks stay large even
+// though the inflater returns at every block boundary.
+func fillFrom(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf)/2 {
+		k, err := r.Read(buf[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// finish closes the last span at the end of the blob: whatever follows the
+// inflater's last read (nothing, for a well-formed gzip file) is part of it.
+func (x *gzipIndexer) finish() error {
+	if len(x.checkpoints) == 0 {
+		return fmt.Errorf("gzip stream has no deflate block: %w", ErrInvalid)
+	}
+	if _, err := io.Copy(io.Discard, x.src); err != nil {
+		return fmt.Errorf("read layer after gzip stream: %w", err)
+	}
+	return x.send(hashCmd{data: x.src.cut(x.src.pos), finish: true})
+}
+
+func (x *gzipIndexer) send(c hashCmd) error {
+	select {
+	case x.hashCh <- c:
+		return nil
+	case <-x.ctx.Done():
+		return x.ctx.Err()
+	}
+}
+
+// boundary is called by the inflater at every deflate block boundary. It
+// applies the reference placement rule (soci-format.md §3.4): a checkpoint
+// at the first boundary, then at the first boundary not inside a member's
+// last block where more than spanSize bytes have come out since the last
+// checkpoint. (The reference's test is out == 0 rather than "first"; they
+// differ only for a stream whose first block is empty, where the reference
+// would make two checkpoints at out 0, which no reader accepts.)
+func (x *gzipIndexer) boundary(b gzipx.Boundary) {
+	if x.err != nil {
+		return
+	}
+	first := len(x.checkpoints) == 0
+	if b.LastBlock || !(first || b.Out-x.checkpoints[len(x.checkpoints)-1].Out > x.spanSize) {
+		// Not a span start; everything before In−1 surely belongs to the
+		// current span, since the next one starts at In'−1 ≥ In−1.
+		if !first && b.In-1 > x.src.pendStart {
+			x.err = x.send(hashCmd{data: x.src.cut(b.In - 1)})
+		}
+		return
+	}
+	cp := Checkpoint{In: b.In, Out: b.Out, Bits: b.Bits, Window: x.inf.Window(make([]byte, 0, WindowSize))}
+	if len(cp.Window) != WindowSize {
+		x.err = fmt.Errorf("inflater window of %d bytes at checkpoint %d: %w", len(cp.Window), len(x.checkpoints), ErrInvalid)
+		return
+	}
+	x.checkpoints = append(x.checkpoints, cp)
+	start := b.In
+	if b.Bits != 0 {
+		start--
+	}
+	if first {
+		x.src.cut(start) // the gzip header belongs to no span
+		return
+	}
+	x.err = x.send(hashCmd{data: x.src.cut(b.In), finish: true, carryLast: b.Bits != 0})
+}
