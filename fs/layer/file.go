@@ -17,7 +17,8 @@ import (
 // fileNode is a regular file; its bytes are read through the layer's Reader.
 type fileNode struct {
 	attrNode
-	r Reader
+	r   Reader
+	log *log.Entry
 
 	// verifyMu serialises the first-open verification; verified is only
 	// set once VerifyEntry has succeeded, so a failed check is retried.
@@ -39,7 +40,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 		return nil, 0, syscall.EROFS
 	}
 	if err := n.verify(ctx); err != nil {
-		return nil, 0, toErrno(ctx, "verify", n.m, err)
+		return nil, 0, n.toErrno(ctx, "verify", err)
 	}
 	h := &handle{}
 	if lf, ok := n.r.(LocalFiler); ok {
@@ -89,7 +90,7 @@ func (n *fileNode) Read(ctx context.Context, fh fusefs.FileHandle, dest []byte, 
 		if err == nil || errors.Is(err, io.EOF) {
 			err = fmt.Errorf("short read: %d of %d bytes: %w", got, want, io.ErrUnexpectedEOF)
 		}
-		return nil, toErrno(ctx, "read", n.m, fmt.Errorf("read %d bytes at %d: %w", want, off, err))
+		return nil, n.toErrno(ctx, "read", fmt.Errorf("read %d bytes at %d: %w", want, off, err))
 	}
 	return fuse.ReadResultData(dest[:want]), fusefs.OK
 }
@@ -119,7 +120,7 @@ func (h *handle) PassthroughFd() (int, bool) {
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	if h.local != nil {
 		if err := h.local.Close(); err != nil {
-			log.G(ctx).WithError(err).Warn("close local layer file")
+			log.G(ctx).WithError(err).Warn("close local copy of a layer file")
 		}
 		h.local = nil
 	}
@@ -129,14 +130,10 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 // toErrno maps an error from the Reader or Verifier to the errno the reading
 // process sees, logging it (this is where the error is handled). An
 // interrupted request gives EINTR; everything else is EIO.
-func toErrno(ctx context.Context, op string, m *meta, err error) syscall.Errno {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+func (n *fileNode) toErrno(ctx context.Context, op string, err error) syscall.Errno {
+	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		return syscall.EINTR
 	}
-	name := ""
-	if m.entry != nil {
-		name = m.entry.Name
-	}
-	log.G(ctx).WithError(err).WithField("file", name).Errorf("layer %s failed", op)
+	n.log.WithError(err).WithField("file", n.m.entry.Name).Errorf("layer file %s failed", op)
 	return syscall.EIO
 }

@@ -53,10 +53,26 @@ func TestFixturesMatchGNUTar(t *testing.T) {
 	}
 }
 
-// fixtureTOC returns the TOC the reference builder stored for a fixture.
+// fixtureTOC decodes the zTOC the reference builder wrote for a fixture and
+// returns its TOC, checking it against the fixture's expectation so that a
+// codec regression shows up as such rather than as a tree difference.
 func fixtureTOC(t testing.TB, f *ztoctest.Fixture) []ztoc.FileMetadata {
 	t.Helper()
-	return tocFromExpect(t, f.Expect.TOC)
+	z, err := ztoc.Unmarshal(f.Ztoc(t))
+	if err != nil {
+		t.Fatalf("decode %s: %v", f.ZtocPath, err)
+	}
+	want := tocFromExpect(t, f.Expect.TOC)
+	if len(z.TOC) != len(want) {
+		t.Fatalf("decoded TOC has %d entries, expect.json %d", len(z.TOC), len(want))
+	}
+	for i := range want {
+		if g, w := z.TOC[i], want[i]; g.Name != w.Name || g.UncompressedOffset != w.UncompressedOffset ||
+			!g.ModTime.Equal(w.ModTime) || len(g.PAXRecords) != len(w.PAXRecords) {
+			t.Fatalf("decoded TOC entry %d = %+v, expect.json %+v", i, g, w)
+		}
+	}
+	return z.TOC
 }
 
 // overlayView rewrites an extracted tree the way the mount presents

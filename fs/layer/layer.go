@@ -36,6 +36,8 @@ import (
 	"errors"
 	"os"
 
+	"github.com/containerd/log"
+
 	"github.com/ociseek/ociseek/ztoc"
 )
 
@@ -79,6 +81,10 @@ type Options struct {
 	// default so that a trusted-xattr overlay does not show the marker to
 	// containers as an ordinary user xattr.
 	UserXattr bool
+	// Logger receives read and verification failures, which the reading
+	// process only sees as EIO. The caller attaches the layer's fields
+	// (digest, mountpoint) once; nil means containerd's default logger.
+	Logger *log.Entry
 }
 
 // Root is the root directory of a layer's tree; pass it to Mount.
@@ -98,6 +104,9 @@ func New(toc []ztoc.FileMetadata, r Reader, opts Options) (*Root, error) {
 	t, err := buildTree(toc)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = log.L
 	}
 	root := &Root{tree: t, reader: r, opts: opts}
 	root.dirNode.m = t.root

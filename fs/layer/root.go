@@ -43,7 +43,7 @@ func (r *Root) nodeOps(m *meta) fusefs.InodeEmbedder {
 	case syscall.S_IFDIR:
 		return &dirNode{attrNode: attrNode{m: m, userXattr: ux}}
 	case syscall.S_IFREG:
-		return &fileNode{attrNode: attrNode{m: m, userXattr: ux}, r: r.reader}
+		return &fileNode{attrNode: attrNode{m: m, userXattr: ux}, r: r.reader, log: r.opts.Logger}
 	case syscall.S_IFLNK:
 		return &symlinkNode{attrNode: attrNode{m: m, userXattr: ux}}
 	default:

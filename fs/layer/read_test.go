@@ -1,0 +1,241 @@
+package layer
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ociseek/ociseek/ztoc"
+	"github.com/ociseek/ociseek/ztoc/ztoctest"
+)
+
+// failingReader fails reads that touch [badFrom, badTo) and returns short
+// reads (with no error) at shortAt; other reads go to the tar in memory.
+type failingReader struct {
+	memReader
+	badFrom, badTo, shortAt int64
+}
+
+func (f failingReader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	switch {
+	case off < f.badTo && off+int64(len(p)) > f.badFrom:
+		return 0, errors.New("span digest mismatch (test)")
+	case off == f.shortAt:
+		return len(p) / 2, nil
+	}
+	return f.memReader.ReadAt(ctx, p, off)
+}
+
+func entryNamed(t *testing.T, toc []ztoc.FileMetadata, name string) ztoc.FileMetadata {
+	t.Helper()
+	for _, e := range toc {
+		if e.Name == name {
+			return e
+		}
+	}
+	t.Fatalf("no entry %q", name)
+	return ztoc.FileMetadata{}
+}
+
+func TestReadErrorsAreEIO(t *testing.T) {
+	tb := makeTar(t, []tarEntry{
+		{name: "bad", typ: tar.TypeReg, mode: 0o644, body: "bad bytes"},
+		{name: "short", typ: tar.TypeReg, mode: 0o644, body: "short read"},
+		{name: "good", typ: tar.TypeReg, mode: 0o644, body: "good bytes"},
+	})
+	toc := tocFromTar(t, tb)
+	bad, short := entryNamed(t, toc, "bad"), entryNamed(t, toc, "short")
+	r := failingReader{memReader: newMemReader(tb), badFrom: bad.UncompressedOffset,
+		badTo: bad.UncompressedOffset + 1, shortAt: short.UncompressedOffset}
+	mnt := mountTree(t, toc, r, Options{})
+
+	for _, name := range []string{"bad", "short"} {
+		if _, err := os.ReadFile(filepath.Join(mnt, name)); !errors.Is(err, syscall.EIO) {
+			t.Errorf("read %s: %v, want EIO", name, err)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(mnt, "good")); err != nil || string(b) != "good bytes" {
+		t.Errorf("read good = %q, %v", b, err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "good"), []byte("x"), 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("write: %v, want EROFS", err)
+	}
+}
+
+// verifyingReader fails verification of "tampered" always and of "flaky"
+// the first time, and counts calls per name.
+type verifyingReader struct {
+	memReader
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (v *verifyingReader) VerifyEntry(ctx context.Context, e *ztoc.FileMetadata) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.calls[e.Name]++
+	if e.Name == "tampered" || e.Name == "flaky" && v.calls[e.Name] == 1 {
+		return errors.New("tar header does not match the TOC (test)")
+	}
+	return nil
+}
+
+func TestVerifyOnFirstOpen(t *testing.T) {
+	tb := makeTar(t, []tarEntry{
+		{name: "ok", typ: tar.TypeReg, mode: 0o644, body: "ok"},
+		{name: "h", typ: tar.TypeLink, link: "ok"},
+		{name: "tampered", typ: tar.TypeReg, mode: 0o644, body: "evil"},
+		{name: "flaky", typ: tar.TypeReg, mode: 0o644, body: "flaky"},
+	})
+	vr := &verifyingReader{memReader: newMemReader(tb), calls: map[string]int{}}
+	mnt := mountTree(t, tocFromTar(t, tb), vr, Options{})
+
+	for range 3 {
+		for _, n := range []string{"ok", "h"} {
+			if b, err := os.ReadFile(filepath.Join(mnt, n)); err != nil || string(b) != "ok" {
+				t.Errorf("read %s = %q, %v", n, b, err)
+			}
+		}
+		if _, err := os.ReadFile(filepath.Join(mnt, "tampered")); !errors.Is(err, syscall.EIO) {
+			t.Errorf("open tampered: %v, want EIO", err)
+		}
+	}
+	if _, err := os.ReadFile(filepath.Join(mnt, "flaky")); !errors.Is(err, syscall.EIO) {
+		t.Errorf("first open of flaky: %v, want EIO", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(mnt, "flaky")); err != nil || string(b) != "flaky" {
+		t.Errorf("second open of flaky = %q, %v; a failed check must be retried", b, err)
+	}
+	vr.mu.Lock()
+	defer vr.mu.Unlock()
+	if vr.calls["ok"] != 1 || vr.calls["tampered"] != 3 || vr.calls["flaky"] != 2 {
+		t.Errorf("verify calls = %v, want ok:1 (hardlink shares it) tampered:3 flaky:2", vr.calls)
+	}
+}
+
+// slowReader counts reads in flight, so the test can see the server serve
+// them in parallel.
+type slowReader struct {
+	memReader
+	inflight, peak, total atomic.Int64
+}
+
+func (s *slowReader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	n := s.inflight.Add(1)
+	defer s.inflight.Add(-1)
+	s.total.Add(1)
+	for {
+		old := s.peak.Load()
+		if n <= old || s.peak.CompareAndSwap(old, n) {
+			break
+		}
+	}
+	time.Sleep(200 * time.Microsecond)
+	return s.memReader.ReadAt(ctx, p, off)
+}
+
+// TestConcurrentReaders has 64 goroutines read random ranges of the mixed
+// fixture's files, dropping the page cache between reads so that the reads
+// reach the server.
+func TestConcurrentReaders(t *testing.T) {
+	f := ztoctest.Lookup(t, "mixed.tar.gz")
+	tb := uncompressed(t, f.Layer(t))
+	toc := fixtureTOC(t, &f)
+	sr := &slowReader{memReader: newMemReader(tb)}
+	mnt := mountTree(t, toc, sr, Options{})
+
+	files := map[string][]byte{}
+	for _, e := range toc {
+		if e.Type == ztoc.TypeReg && e.UncompressedSize > 0 {
+			// Later duplicates overwrite earlier ones, as in the tree.
+			files[filepath.Clean(e.Name)] = tb[e.UncompressedOffset : e.UncompressedOffset+e.UncompressedSize]
+		}
+	}
+	var names []string
+	for n := range files {
+		names = append(names, n)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := range 64 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(g), 1))
+			for range 20 {
+				name := names[rng.IntN(len(names))]
+				if err := readRange(filepath.Join(mnt, name), files[name], rng); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if sr.peak.Load() < 2 {
+		t.Errorf("at most %d read in flight over %d reads; want parallel serving", sr.peak.Load(), sr.total.Load())
+	}
+}
+
+func readRange(path string, want []byte, rng *rand.Rand) error {
+	fd, err := unix.Open(path, unix.O_RDONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	// Drop this file's cached pages so the read goes to the server.
+	if err := unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED); err != nil {
+		return err
+	}
+	off := rng.IntN(len(want))
+	n := 1 + rng.IntN(min(len(want)-off, 256<<10))
+	buf := make([]byte, n)
+	got, err := unix.Pread(fd, buf, int64(off))
+	if err != nil {
+		return err
+	}
+	if got != n || !bytes.Equal(buf, want[off:off+n]) {
+		return errors.New(path + ": wrong bytes")
+	}
+	return nil
+}
+
+// TestExecFromLayer runs a program and a script straight from the mount:
+// exec maps the binary's pages through FUSE, and the interpreter line is
+// read like any file.
+func TestExecFromLayer(t *testing.T) {
+	bin, err := os.ReadFile("/bin/true")
+	if err != nil {
+		t.Skipf("no /bin/true: %v", err)
+	}
+	tb := makeTar(t, []tarEntry{
+		{name: "bin/true", typ: tar.TypeReg, mode: 0o755, body: string(bin)},
+		{name: "bin/hello", typ: tar.TypeReg, mode: 0o755, body: "#!/bin/sh\necho hello from the layer\n"},
+		{name: "bin/noexec", typ: tar.TypeReg, mode: 0o644, body: "#!/bin/sh\n"},
+	})
+	mnt := mountTree(t, tocFromTar(t, tb), newMemReader(tb), Options{})
+	if err := exec.Command(filepath.Join(mnt, "bin/true")).Run(); err != nil {
+		t.Errorf("exec bin/true: %v", err)
+	}
+	out, err := exec.Command(filepath.Join(mnt, "bin/hello")).Output()
+	if err != nil || string(out) != "hello from the layer\n" {
+		t.Errorf("bin/hello = %q, %v", out, err)
+	}
+	if err := exec.Command(filepath.Join(mnt, "bin/noexec")).Run(); !errors.Is(err, syscall.EACCES) {
+		t.Errorf("exec of a 0644 file: %v, want EACCES", err)
+	}
+}
