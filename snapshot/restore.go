@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -72,6 +73,9 @@ func (s *Snapshotter) remoteLayers(ctx context.Context) ([]remoteLayer, error) {
 			return nil
 		})
 	})
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil, nil // a new metastore has no buckets yet
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list lazy layers: %w", err)
 	}
