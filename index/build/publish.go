@@ -146,12 +146,32 @@ type publisher struct {
 	repo  registry.Repository
 	opts  PublishOptions
 	where string
+	// slowest is the longest registry round trip seen (push, tag read or
+	// write); the settle period is stretched to several of them, because
+	// a loaded client or registry makes other writers' read-modify-write
+	// slower too.
+	slowest time.Duration
+}
+
+// settle is how long a change must survive before it counts.
+func (p *publisher) settle() time.Duration {
+	return max(p.opts.settle(), 4*p.slowest)
+}
+
+// timed runs f and records its duration in p.slowest.
+func (p *publisher) timed(f func() error) error {
+	start := time.Now()
+	err := f()
+	p.slowest = max(p.slowest, time.Since(start))
+	return err
 }
 
 // publishV1 pushes the index manifest (its blobs must be in place) and
-// returns once the index is listed among the subject's referrers: by the
-// registry's referrers API, or in the fallback tag index, where it has
-// survived the settle period.
+// returns once the index is listed among the subject's referrers, and has
+// stayed listed for the settle period: by the registry's referrers API
+// (some registries, e.g. olareg v0.1.2, update that list without locking
+// and lose entries under concurrent pushes: a lost entry is pushed again),
+// or in the fallback tag index, which we merge into until it holds.
 func (p *publisher) publishV1(ctx context.Context, subject, idx ocispec.Descriptor, body []byte, annotations map[string]string) error {
 	if r, ok := p.repo.(*orasremote.Repository); ok {
 		// oras deletes the superseded tag index right after its own
@@ -165,16 +185,26 @@ func (p *publisher) publishV1(ctx context.Context, subject, idx ocispec.Descript
 	if err != nil {
 		return err
 	}
-	if err := p.repo.Push(ctx, idx, bytes.NewReader(body)); err != nil {
-		return fmt.Errorf("push SOCI index %s to %s: %w", idx.Digest, p.where, err)
+	if err := p.push(ctx, idx, body); err != nil {
+		return err
 	}
-	listed, err := p.listedByAPI(ctx, subject, idx)
+	pushed := time.Now()
+	listed, err := p.listed(ctx, subject, idx)
 	if err != nil {
 		return err
 	}
+	if p.referrersAPI(listed) {
+		return p.settleAPI(ctx, subject, idx, body, pushed)
+	}
 	ref := ocispec.Descriptor{MediaType: idx.MediaType, Digest: idx.Digest, Size: idx.Size,
 		ArtifactType: idx.ArtifactType, Annotations: annotations}
-	superseded, err := p.settle(ctx, tag, ref, listed)
+	superseded, err := p.converge(ctx, tag, convergence{
+		// oras's own merge, inside the push, was our first write.
+		lastWrite: pushed,
+		ok:        func(t tagIndex) bool { return t.has(ref.Digest) },
+		fix:       func(t tagIndex) []ocispec.Descriptor { return append(t.referrers, ref) },
+		what:      "SOCI index " + ref.Digest.String() + " still missing",
+	})
 	if err != nil {
 		return err
 	}
@@ -185,9 +215,31 @@ func (p *publisher) publishV1(ctx context.Context, subject, idx ocispec.Descript
 	return nil
 }
 
-// listedByAPI asks the registry (through oras, which falls back to the tag
-// when the API is missing) whether idx is listed.
-func (p *publisher) listedByAPI(ctx context.Context, subject, idx ocispec.Descriptor) (bool, error) {
+// push puts the index manifest; through oras this also merges it into the
+// fallback tag when the registry does not index it.
+func (p *publisher) push(ctx context.Context, idx ocispec.Descriptor, body []byte) error {
+	err := p.timed(func() error { return p.repo.Push(ctx, idx, bytes.NewReader(body)) })
+	if err != nil {
+		return fmt.Errorf("push SOCI index %s to %s: %w", idx.Digest, p.where, err)
+	}
+	return nil
+}
+
+// referrersAPI reports whether the registry indexes referrers itself. For
+// an oras repository it reads back the capability oras learned while
+// pushing and listing: oras refuses to change a learned value, so
+// proposing "supported" succeeds only when it is so. Other repositories
+// count as having the API when they listed the index.
+func (p *publisher) referrersAPI(listed bool) bool {
+	if r, ok := p.repo.(*orasremote.Repository); ok {
+		return r.SetReferrersCapability(true) == nil
+	}
+	return listed
+}
+
+// listed asks the registry (through oras, which falls back to the tag
+// when the API is missing) whether idx is among subject's referrers.
+func (p *publisher) listed(ctx context.Context, subject, idx ocispec.Descriptor) (bool, error) {
 	listed := false
 	err := p.repo.Referrers(ctx, subject, idx.ArtifactType, func(rs []ocispec.Descriptor) error {
 		for _, r := range rs {
@@ -201,25 +253,59 @@ func (p *publisher) listedByAPI(ctx context.Context, subject, idx ocispec.Descri
 	return listed, nil
 }
 
-// settle merges ref into the fallback tag until it has stayed there for
-// the settle period after our last write. It returns the tag indices our
-// writes replaced. When the registry listed ref through its API and the
-// tag does not hold it, the registry indexes referrers itself: done.
-func (p *publisher) settle(ctx context.Context, tag string, ref ocispec.Descriptor, listedByAPI bool) ([]ocispec.Descriptor, error) {
+// settleAPI waits out the settle period after our last push and checks the
+// referrers API still lists idx, pushing the manifest again when not.
+func (p *publisher) settleAPI(ctx context.Context, subject, idx ocispec.Descriptor, body []byte, pushed time.Time) error {
+	for pushes := 1; ; {
+		if err := sleep(ctx, p.settle()-time.Since(pushed)); err != nil {
+			return err
+		}
+		listed, err := p.listed(ctx, subject, idx)
+		if err != nil || listed {
+			return err
+		}
+		pushes++
+		if pushes > p.opts.maxMerges() {
+			return fmt.Errorf("referrers of %s at %s: SOCI index %s still missing after %d pushes", subject.Digest, p.where, idx.Digest, pushes-1)
+		}
+		if err := sleep(ctx, p.opts.backoff(pushes)); err != nil {
+			return err
+		}
+		if err := p.push(ctx, idx, body); err != nil {
+			return err
+		}
+		pushed = time.Now()
+	}
+}
+
+// convergence describes a wanted state of the fallback tag.
+type convergence struct {
+	lastWrite time.Time                           // zero: we have not written yet
+	ok        func(tagIndex) bool                 // the tag is as wanted
+	fix       func(tagIndex) []ocispec.Descriptor // the referrers to write when not
+	what      string                              // for the error when it never converges
+}
+
+// converge reads the tag until c.ok holds and has held for the settle
+// period since our last write; when it does not hold, it waits a random
+// while and writes c.fix of what is there then (deleting the tag index when
+// that is empty). It returns the tag indices our writes replaced.
+//
+// Why this is enough: a concurrent writer that read the tag before our
+// write can only overwrite it within its own read-modify-write time, which
+// the settle period exceeds; writers that read after our write keep our
+// change.
+func (p *publisher) converge(ctx context.Context, tag string, c convergence) ([]ocispec.Descriptor, error) {
 	var superseded []ocispec.Descriptor
-	lastWrite := time.Now() // oras's own merge just happened
-	merges := 0
-	for {
-		cur, err := readTag(ctx, p.repo, tag, p.where)
+	for merges := 0; ; {
+		var cur tagIndex
+		err := p.timed(func() (err error) { cur, err = readTag(ctx, p.repo, tag, p.where); return err })
 		if err != nil {
 			return superseded, err
 		}
-		if listedByAPI && !cur.has(ref.Digest) {
-			return superseded, nil
-		}
-		if cur.has(ref.Digest) {
-			wait := p.opts.settle() - time.Since(lastWrite)
-			if wait <= 0 {
+		if c.ok(cur) {
+			wait := p.settle() - time.Since(c.lastWrite)
+			if c.lastWrite.IsZero() || wait <= 0 {
 				return superseded, nil
 			}
 			if err := sleep(ctx, wait); err != nil {
@@ -227,29 +313,49 @@ func (p *publisher) settle(ctx context.Context, tag string, ref ocispec.Descript
 			}
 			continue
 		}
-		// Clobbered by a concurrent writer: wait a random while, then merge
-		// our entry into what is there now.
 		merges++
 		if merges > p.opts.maxMerges() {
-			return superseded, fmt.Errorf("fallback tag %s at %s: SOCI index %s still missing after %d merges", tag, p.where, ref.Digest, merges-1)
+			return superseded, fmt.Errorf("fallback tag %s at %s: %s after %d merges", tag, p.where, c.what, merges-1)
 		}
-		if err := sleep(ctx, p.opts.backoff(merges)); err != nil {
+		if !c.lastWrite.IsZero() {
+			// Clobbered by a concurrent writer: spread out before merging
+			// again, or the same writers collide again.
+			if err := sleep(ctx, p.opts.backoff(merges)); err != nil {
+				return superseded, err
+			}
+			if cur, err = readTag(ctx, p.repo, tag, p.where); err != nil {
+				return superseded, err
+			}
+			if c.ok(cur) {
+				continue
+			}
+		}
+		if err := p.timed(func() error { return p.replaceTag(ctx, tag, cur, c.fix(cur)) }); err != nil {
 			return superseded, err
 		}
-		if cur, err = readTag(ctx, p.repo, tag, p.where); err != nil {
-			return superseded, err
-		}
-		if cur.has(ref.Digest) {
-			continue
-		}
-		if _, err := writeTag(ctx, p.repo, tag, append(cur.referrers, ref), p.where); err != nil {
-			return superseded, err
-		}
-		lastWrite = time.Now()
+		c.lastWrite = time.Now()
 		if cur.found {
 			superseded = append(superseded, cur.desc)
 		}
 	}
+}
+
+// replaceTag writes referrers under tag; an empty list deletes the tag
+// index instead (registries drop the tags of a deleted manifest), falling
+// back to an empty index where deletes are refused.
+func (p *publisher) replaceTag(ctx context.Context, tag string, cur tagIndex, referrers []ocispec.Descriptor) error {
+	if len(referrers) > 0 || !cur.found {
+		if len(referrers) == 0 {
+			return nil
+		}
+		_, err := writeTag(ctx, p.repo, tag, referrers, p.where)
+		return err
+	}
+	if err := p.repo.Delete(ctx, cur.desc); err == nil || errors.Is(err, errdef.ErrNotFound) {
+		return nil
+	}
+	_, err := writeTag(ctx, p.repo, tag, nil, p.where)
+	return err
 }
 
 // collect deletes superseded tag indices that the tag no longer names.

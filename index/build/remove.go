@@ -1,0 +1,91 @@
+package build
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/registry"
+
+	"github.com/ociseek/ociseek/index"
+)
+
+// RemoveResult says what Remove did.
+type RemoveResult struct {
+	// Index is the deleted SOCI index manifest.
+	Index ocispec.Descriptor
+	// Subject is the v1 index's subject; nil for a v2 index.
+	Subject *ocispec.Descriptor
+	// TagUpdated is set when the index was taken out of the subject's
+	// fallback tag index.
+	TagUpdated bool
+	// TagDeleted is set when that left the tag empty and it was deleted.
+	TagDeleted bool
+}
+
+// Remove deletes the SOCI index manifest dgst from repo and takes it out of
+// its subject's fallback tag index, deleting the tag when it becomes
+// empty. The manifest is deleted first, so a registry that refuses
+// deletes leaves everything as it was. zTOC blobs are left to the
+// registry's garbage collection (other indices may share them).
+func Remove(ctx context.Context, repo registry.Repository, dgst digest.Digest, opts PublishOptions) (*RemoveResult, error) {
+	where := describe(repo)
+	if err := dgst.Validate(); err != nil {
+		return nil, fmt.Errorf("remove SOCI index %q: %w", dgst, err)
+	}
+	d, err := repo.Resolve(ctx, dgst.String())
+	if err != nil {
+		return nil, fmt.Errorf("resolve SOCI index %s at %s: %w", dgst, where, err)
+	}
+	buf, err := fetchBounded(ctx, repo, d, "SOCI index", where)
+	if err != nil {
+		return nil, err
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(buf, &m); err != nil {
+		return nil, fmt.Errorf("decode SOCI index %s from %s: %w", dgst, where, err)
+	}
+	if m.Config.MediaType != index.ArtifactTypeV1 && m.Config.MediaType != index.ArtifactTypeV2 {
+		return nil, fmt.Errorf("remove %s at %s: not a SOCI index (config media type %q)", dgst, where, m.Config.MediaType)
+	}
+	// A descriptor without a media type makes oras delete the manifest
+	// as it is, without its own (not race-aware) fallback-tag update:
+	// the tag is ours to converge below.
+	if err := repo.Manifests().Delete(ctx, ocispec.Descriptor{Digest: d.Digest, Size: d.Size}); err != nil {
+		return nil, fmt.Errorf("delete SOCI index %s at %s: %w", dgst, where, err)
+	}
+	res := &RemoveResult{Index: d, Subject: m.Subject}
+	if m.Subject == nil {
+		return res, nil
+	}
+	p := &publisher{repo: repo, opts: opts, where: where}
+	tag := FallbackTag(m.Subject.Digest)
+	superseded, err := p.converge(ctx, tag, convergence{
+		ok: func(t tagIndex) bool { return !t.has(dgst) },
+		fix: func(t tagIndex) []ocispec.Descriptor {
+			var rest []ocispec.Descriptor
+			for _, r := range t.referrers {
+				if r.Digest != dgst {
+					rest = append(rest, r)
+				}
+			}
+			return rest
+		},
+		what: "SOCI index " + dgst.String() + " still listed",
+	})
+	if err != nil {
+		return res, fmt.Errorf("deleted SOCI index %s, but: %w", dgst, err)
+	}
+	res.TagUpdated = len(superseded) > 0
+	if res.TagUpdated {
+		after, err := readTag(ctx, repo, tag, where)
+		if err != nil {
+			return res, fmt.Errorf("deleted SOCI index %s, but: %w", dgst, err)
+		}
+		res.TagDeleted = !after.found
+	}
+	p.collect(ctx, tag, superseded)
+	return res, nil
+}
