@@ -1,0 +1,338 @@
+// Package span serves the uncompressed tar of a lazily loaded layer: a read
+// is mapped to the zTOC spans that hold it; each span's compressed bytes are
+// fetched from the registry, checked against the span digest, inflated from
+// the span's checkpoint and stored uncompressed in the cache, so any later
+// read of it (foreground or background-fetched) is a local read.
+//
+// Concepts:
+//   - One Manager per mounted layer. Reads of one span that overlap in time
+//     share one fetch (a flight); the fetch is cancelled when every reader
+//     waiting for it has gone (an interrupted read(2) cancels its HTTP
+//     request), except fetches the Manager itself started (fetch-ahead).
+//   - Each span has a state (state.go, with an explicit transition table).
+//   - Sequential readers trigger fetch-ahead of the next spans, in parallel.
+//   - Completion (FetchNext, driven by fs/bgfetch) streams the blob in order,
+//     so that the sha256 of all its bytes can be compared with the layer
+//     digest, every span digest is checked against the same bytes, and every
+//     TOC entry's tar header is checked. Spans fetched earlier on demand are
+//     fetched a second time by this pass: that is the price of binding what
+//     was served to the layer digest.
+//
+// Verification modes, the trade-off (Options.Verify):
+//   - VerifyStrict (default): a read is answered only from spans whose
+//     digest matched. A span that fails verification is an error, never data.
+//     A small read still costs a whole span's compressed bytes (~1–4 MiB).
+//   - VerifyDeferred: a read needing only the start of an unfetched span
+//     fetches just a prefix of the compressed span, inflates it, and answers
+//     at once, before any digest could be checked (a digest covers the whole
+//     span). The served prefix is kept in memory; when the span is later
+//     fetched whole (a read beyond the prefix, or the background pass, which
+//     takes partial spans first), the verified bytes are compared with what
+//     was served. A mismatch fails the layer (EIO from then on), is counted
+//     and logged: tampering is always detected, but after the container may
+//     have seen the bytes. The tar header check on first open still runs.
+//
+// The default is strict: on a production node a container must never see
+// bytes that no digest vouches for; deferred trades that for cold small-file
+// latency and transfer (see the benchmarks).
+//
+// Hazards: the zTOC and the registry are untrusted. Span sizes are bounded
+// (Options.MaxSpanBytes) before anything is allocated; unverified bytes
+// never reach the cache.
+package span
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/containerd/log"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ociseek/ociseek/ztoc"
+)
+
+// BlobReader streams byte ranges of the layer blob; fs/remote's Blob
+// implements it. The stream must stop transferring when closed.
+type BlobReader interface {
+	FetchRange(ctx context.Context, start, end int64) (io.ReadCloser, error)
+}
+
+// Cache stores verified uncompressed spans; fs/cache's Cache implements it.
+// Any ReadAt error is treated as a miss. ReadAt returns io.EOF only with a
+// short read past the end of a value.
+type Cache interface {
+	Put(key string, data []byte) error
+	ReadAt(key string, p []byte, off int64) (int, error)
+}
+
+// ErrLayerFailed reports a layer that failed verification: every read of it
+// fails from then on (the FUSE layer turns it into EIO).
+var ErrLayerFailed = errors.New("layer failed verification")
+
+// VerifyMode selects when span digests are checked (see the package doc).
+type VerifyMode int
+
+const (
+	// VerifyStrict serves only verified bytes.
+	VerifyStrict VerifyMode = iota
+	// VerifyDeferred serves small reads from unverified span prefixes and
+	// verifies them later.
+	VerifyDeferred
+)
+
+// Options holds a Manager's knobs; the zero value of each field is a
+// sensible default.
+type Options struct {
+	// LayerDigest is the layer blob's digest: the cache key prefix and the
+	// completion check. Required.
+	LayerDigest digest.Digest
+	// Verify selects strict (default) or deferred verification.
+	Verify VerifyMode
+	// FetchAhead is how many spans past a sequential read are fetched
+	// ahead (default 3; negative disables).
+	FetchAhead int
+	// MaxParallel bounds concurrent span fetches of this layer (default 4).
+	MaxParallel int
+	// MaxSpanBytes bounds a span's compressed and uncompressed size
+	// (default 64 MiB); a zTOC declaring more is refused.
+	MaxSpanBytes int64
+	// PrefixMax is the largest part of a span (in uncompressed bytes from
+	// its start) a deferred-mode read may take from a prefix (default a
+	// quarter of the span).
+	PrefixMax int64
+	// Metrics receives the counters; nil means unregistered ones.
+	Metrics *Metrics
+	// Foreground, when set, is called at the start of every read and the
+	// returned func at its end; fs/bgfetch uses it to pause.
+	Foreground func() (done func())
+}
+
+// Manager serves one layer's uncompressed bytes. It is safe for concurrent
+// use. Close stops its goroutines.
+type Manager struct {
+	z       *ztoc.Ztoc
+	blob    BlobReader
+	cache   Cache
+	opts    Options
+	metrics *Metrics
+	spans   []ztoc.Span
+	total   int64 // uncompressed size
+
+	hdrOnce    sync.Once
+	hdrOffsets map[int64]int64 // data offset → header offset
+	hdrErr     error
+	checked    sync.Map // data offset → struct{}: headers verified
+
+	ctx    context.Context // lifetime of fetch-ahead and flights
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	sem    chan struct{} // bounds concurrent fetches
+
+	// mu guards the span table and everything that changes with it.
+	mu       sync.Mutex
+	state    []spanState
+	flights  map[ztoc.SpanID]*flight
+	partials map[ztoc.SpanID][]byte // served unverified prefixes
+	verified int64                  // compressed bytes of verified spans
+	seqEnd   int64                  // end of the last read, to spot sequential readers
+	pass     passState              // background completion progress
+
+	failed atomic.Pointer[error]
+}
+
+// New returns a Manager for the layer described by z, reading the blob
+// through blob and caching spans in cache.
+func New(z *ztoc.Ztoc, blob BlobReader, cache Cache, opts Options) (*Manager, error) {
+	if err := opts.LayerDigest.Validate(); err != nil {
+		return nil, fmt.Errorf("span manager: layer digest: %w", err)
+	}
+	setDefaults(&opts)
+	m := &Manager{z: z, blob: blob, cache: cache, opts: opts, metrics: opts.Metrics,
+		total: z.UncompressedArchiveSize, flights: map[ztoc.SpanID]*flight{},
+		partials: map[ztoc.SpanID][]byte{}, sem: make(chan struct{}, opts.MaxParallel)}
+	if err := m.loadSpans(); err != nil {
+		return nil, fmt.Errorf("span manager for %s: %w", opts.LayerDigest, err)
+	}
+	if m.metrics == nil {
+		m.metrics, _ = NewMetrics(nil)
+	}
+	m.state = make([]spanState, len(m.spans))
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	return m, nil
+}
+
+func setDefaults(o *Options) {
+	if o.FetchAhead == 0 {
+		o.FetchAhead = 3
+	}
+	if o.MaxParallel <= 0 {
+		o.MaxParallel = 4
+	}
+	if o.MaxSpanBytes <= 0 {
+		o.MaxSpanBytes = 64 << 20
+	}
+}
+
+// loadSpans computes and checks the geometry of every span: contiguous,
+// bounded, covering the whole tar.
+func (m *Manager) loadSpans() error {
+	n := m.z.NumSpans()
+	if n == 0 || m.total <= 0 {
+		return fmt.Errorf("layer has no spans: %w", ztoc.ErrInvalid)
+	}
+	m.spans = make([]ztoc.Span, n)
+	next := int64(0)
+	for i := range m.spans {
+		s, err := m.z.Span(ztoc.SpanID(i))
+		if err != nil {
+			return err
+		}
+		if s.UncompressedStart != next || s.CompressedSize() > m.opts.MaxSpanBytes ||
+			s.UncompressedSize() > m.opts.MaxSpanBytes {
+			return fmt.Errorf("span %d: uncompressed [%d,%d), %d compressed bytes (limit %d): %w",
+				i, s.UncompressedStart, s.UncompressedEnd, s.CompressedSize(), m.opts.MaxSpanBytes, ztoc.ErrInvalid)
+		}
+		next = s.UncompressedEnd
+		m.spans[i] = s
+	}
+	if next != m.total {
+		return fmt.Errorf("spans end at %d, tar is %d bytes: %w", next, m.total, ztoc.ErrInvalid)
+	}
+	return nil
+}
+
+// Size returns the size of the uncompressed tar.
+func (m *Manager) Size() int64 { return m.total }
+
+// Failed returns nil, or the reason the layer failed verification (wrapping
+// ErrLayerFailed).
+func (m *Manager) Failed() error {
+	if p := m.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Progress returns the compressed bytes of spans verified so far and the
+// blob size.
+func (m *Manager) Progress() (fetched, total int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	total = m.z.CompressedArchiveSize
+	if m.pass.done {
+		return total, total
+	}
+	// Spans overlap by a byte at some boundaries, and the gzip header is in
+	// no span, so the sum is approximate until the pass completes.
+	return min(m.verified, total), total
+}
+
+// Close cancels fetch-ahead and background work and waits for it.
+func (m *Manager) Close() error {
+	m.cancel()
+	m.wg.Wait()
+	return nil
+}
+
+// fail marks the layer failed (the first reason wins), counts and logs it.
+func (m *Manager) fail(ctx context.Context, kind string, reason error) error {
+	err := fmt.Errorf("layer %s: %w: %w", m.opts.LayerDigest, ErrLayerFailed, reason)
+	if m.failed.CompareAndSwap(nil, &err) {
+		m.metrics.VerifyFailures.WithLabelValues(kind).Inc()
+		log.G(ctx).WithError(reason).WithField("layer", m.opts.LayerDigest).
+			WithField("kind", kind).Error("layer failed verification; reads now fail with EIO")
+	}
+	return *m.failed.Load()
+}
+
+// setState moves span id to a new state; the caller holds m.mu.
+func (m *Manager) setState(id ztoc.SpanID, to spanState) {
+	from := m.state[id]
+	if !canTransition(from, to) {
+		panic(fmt.Sprintf("span %d: illegal transition %v → %v", id, from, to))
+	}
+	if to == stateVerified && from != stateVerified {
+		m.verified += m.spans[id].CompressedSize()
+	}
+	m.state[id] = to
+}
+
+func (m *Manager) cacheKey(id ztoc.SpanID) string {
+	return fmt.Sprintf("%s/%d", m.opts.LayerDigest, id)
+}
+
+// ReadAt reads the uncompressed tar bytes [off, off+len(p)). It returns
+// io.EOF with a short count at the end of the tar, an error wrapping
+// ErrLayerFailed once the layer failed verification, and the context's
+// error when ctx ends first.
+func (m *Manager) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if err := m.Failed(); err != nil {
+		return 0, err
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("read at %d: negative offset", off)
+	}
+	if off >= m.total {
+		return 0, io.EOF
+	}
+	if m.opts.Foreground != nil {
+		defer m.opts.Foreground()()
+	}
+	defer func(start time.Time) { m.metrics.ReadSeconds.Observe(time.Since(start).Seconds()) }(time.Now())
+	end := min(off+int64(len(p)), m.total)
+	first, last := m.z.SpansFor(off, end-off)
+	m.fetchAhead(off, end, last)
+	n := 0
+	for id := first; id <= last; id++ {
+		s := m.spans[id]
+		lo, hi := max(off, s.UncompressedStart), min(end, s.UncompressedEnd)
+		if hi <= lo {
+			continue // an empty span (between gzip members)
+		}
+		if err := m.readSpan(ctx, id, p[lo-off:hi-off], lo-s.UncompressedStart); err != nil {
+			return n, fmt.Errorf("read [%d,%d) of layer %s: %w", off, end, m.opts.LayerDigest, err)
+		}
+		n += int(hi - lo)
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// readSpan fills dst with span id's bytes from offset off within the span.
+func (m *Manager) readSpan(ctx context.Context, id ztoc.SpanID, dst []byte, off int64) error {
+	m.mu.Lock()
+	st, prefix := m.state[id], m.partials[id]
+	m.mu.Unlock()
+	switch st {
+	case stateFailed:
+		return m.Failed()
+	case stateVerified:
+		n, err := m.cache.ReadAt(m.cacheKey(id), dst, off)
+		if n == len(dst) && (err == nil || err == io.EOF) {
+			return nil
+		}
+		m.metrics.CacheMisses.Inc()
+	case statePartial:
+		if off+int64(len(dst)) <= int64(len(prefix)) {
+			copy(dst, prefix[off:])
+			return nil
+		}
+	case stateEmpty:
+		if m.usePrefix(id, off+int64(len(dst))) {
+			return m.readPrefix(ctx, id, dst, off)
+		}
+	}
+	data, err := m.fetchSpan(ctx, id, ReasonDemand)
+	if err != nil {
+		return err
+	}
+	copy(dst, data[off:])
+	return nil
+}
