@@ -1,0 +1,163 @@
+// Package config owns ociseek-snapshotter's configuration file: its TOML
+// format, the defaults and the validation. Only cmd imports it; cmd turns
+// the values into options of the packages it wires, so no implementation
+// package sees TOML types.
+//
+// Rules the format keeps: every option has its default in Default (one
+// place, nothing defaulted later with "if x == 0"); unknown keys are an
+// error, so a typo is never silently ignored; durations are Go duration
+// strings ("30s"), sizes are plain byte counts.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// DefaultPath is where the daemon reads its configuration by default.
+const DefaultPath = "/etc/ociseek/config.toml"
+
+// maxFileSize bounds the configuration read, so that a wrong path (a
+// device, a huge log) gives an error instead of exhausting memory.
+const maxFileSize = 1 << 20
+
+// Config is the whole configuration file.
+type Config struct {
+	Daemon          Daemon          `toml:"daemon" comment:"Process-wide settings; the flags --root, --address and --log-level override them."`
+	Snapshotter     Snapshotter     `toml:"snapshotter" comment:"How layers are served: lazily, unpacked by the daemon, or left to containerd."`
+	FUSE            FUSE            `toml:"fuse" comment:"FUSE mounts of lazily loaded layers."`
+	Fetch           Fetch           `toml:"fetch" comment:"Range requests to registries."`
+	Cache           Cache           `toml:"cache" comment:"On-disk cache of fetched spans."`
+	BackgroundFetch BackgroundFetch `toml:"background_fetch" comment:"Completing mounted layers in the background, while the node is quiet."`
+	Discovery       Discovery       `toml:"discovery" comment:"Finding an image's SOCI index and zTOCs."`
+	Registry        Registry        `toml:"registry" comment:"Registry access."`
+	Metrics         Metrics         `toml:"metrics" comment:"Prometheus metrics."`
+}
+
+// Daemon holds process-wide settings.
+type Daemon struct {
+	Root     string `toml:"root" comment:"State directory: snapshots, metadata and span cache."`
+	Address  string `toml:"address" comment:"Unix socket containerd connects to (created with mode 0660)."`
+	LogLevel string `toml:"log_level" comment:"trace, debug, info, warn or error."`
+}
+
+// Snapshotter chooses how layers are served.
+type Snapshotter struct {
+	Lazy                        bool `toml:"lazy" comment:"Serve indexed layers lazily over FUSE. false: every layer is pulled by containerd."`
+	LocalUnpack                 bool `toml:"local_unpack" comment:"When an image is indexed but a layer has no zTOC, let the daemon fetch, verify and unpack that layer itself."`
+	AsyncRemove                 bool `toml:"async_remove" comment:"Delete snapshot directories during containerd's garbage collection (Cleanup) instead of on Remove."`
+	AllowInvalidMountsOnRestart bool `toml:"allow_invalid_mounts_on_restart" comment:"Start even if lazy layers of the previous run cannot be mounted again."`
+}
+
+// FUSE configures the FUSE mounts.
+type FUSE struct {
+	AttrTimeout     Duration `toml:"attr_timeout" comment:"How long the kernel caches file attributes."`
+	EntryTimeout    Duration `toml:"entry_timeout" comment:"How long the kernel caches name lookups."`
+	NegativeTimeout Duration `toml:"negative_timeout" comment:"How long the kernel caches failed lookups."`
+	MountTimeout    Duration `toml:"mount_timeout" comment:"Longest time a layer mount may take (index discovery and zTOC fetch included)."`
+	Debug           bool     `toml:"debug" comment:"Log every FUSE operation (very verbose)."`
+}
+
+// Fetch configures registry range reads.
+type Fetch struct {
+	RequestTimeout Duration `toml:"request_timeout" comment:"Timeout of one HTTP request."`
+	MaxRetries     int      `toml:"max_retries" comment:"Retries of a failed request (connection errors, 429, 5xx)."`
+	MinRetryWait   Duration `toml:"min_retry_wait" comment:"First backoff between retries."`
+	MaxRetryWait   Duration `toml:"max_retry_wait" comment:"Longest backoff between retries."`
+	MaxConcurrency int      `toml:"max_concurrency" comment:"Concurrent range requests across all layers."`
+	VerifyRetries  int      `toml:"verify_retries" comment:"Fetches of a span again when its digest does not match."`
+}
+
+// Cache configures the span cache.
+type Cache struct {
+	Dir      string `toml:"dir" comment:"Cache directory; empty means <root>/cache."`
+	MaxBytes int64  `toml:"max_bytes" comment:"Cache size limit in bytes; least recently used spans are evicted. 0: no limit."`
+}
+
+// BackgroundFetch configures background completion of layers.
+type BackgroundFetch struct {
+	Enable        bool     `toml:"enable" comment:"Fetch the rest of mounted layers in the background."`
+	SilencePeriod Duration `toml:"silence_period" comment:"Pause after each new mount, so that container start-up reads come first."`
+	FetchPeriod   Duration `toml:"fetch_period" comment:"Pause between two background span fetches."`
+	MaxQueue      int      `toml:"max_queue" comment:"Layers waiting for background fetch; the oldest is dropped beyond this."`
+}
+
+// Discovery configures index discovery.
+type Discovery struct {
+	V2                bool              `toml:"v2" comment:"Use SOCI v2 indices, bound by annotation on the image manifest (tried first)."`
+	V1                bool              `toml:"v1" comment:"Use SOCI v1 indices, found through the referrers API or the sha256-<digest> tag."`
+	IndexRepositories map[string]string `toml:"index_repositories" comment:"Where to look for the indices of an image repository, e.g. \"registry.example/app\" = \"registry.example/app-soci\"."`
+	CacheTTL          Duration          `toml:"cache_ttl" comment:"How long a found index is remembered per image."`
+	NegativeCacheTTL  Duration          `toml:"negative_cache_ttl" comment:"How long \"this image has no index\" is remembered."`
+}
+
+// Registry configures registry access.
+type Registry struct {
+	PlainHTTP    []string `toml:"plain_http" comment:"Registry hosts (host:port) reached over plain HTTP. Loopback hosts always are."`
+	DockerConfig string   `toml:"docker_config" comment:"Docker config.json with credentials; empty means $DOCKER_CONFIG or ~/.docker/config.json."`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	Address string `toml:"address" comment:"Serve /metrics on this address; empty disables metrics."`
+	Network string `toml:"network" comment:"tcp or unix."`
+}
+
+// Parse reads a configuration: values present in r replace the defaults,
+// unknown keys are an error, and the result is validated.
+func Parse(r io.Reader) (*Config, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if len(data) > maxFileSize {
+		return nil, fmt.Errorf("config is larger than %d bytes", maxFileSize)
+	}
+	cfg := Default()
+	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
+	if err := dec.Decode(cfg); err != nil {
+		var strict *toml.StrictMissingError
+		if errors.As(err, &strict) {
+			return nil, fmt.Errorf("unknown config keys:\n%s", strict.String())
+		}
+		var derr *toml.DecodeError
+		if errors.As(err, &derr) {
+			row, col := derr.Position()
+			return nil, fmt.Errorf("config line %d column %d: %w", row, col, err)
+		}
+		return nil, fmt.Errorf("decode config: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Load reads the configuration file at path. A missing file gives an error
+// wrapping fs.ErrNotExist; the caller decides whether defaults will do.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open config: %w", err)
+	}
+	defer f.Close()
+	cfg, err := Parse(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Encode writes cfg as TOML, each option preceded by its description.
+func (c *Config) Encode(w io.Writer) error {
+	enc := toml.NewEncoder(w).SetIndentTables(false)
+	if err := enc.Encode(c); err != nil {
+		return fmt.Errorf("encode config: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,99 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+)
+
+// Validate reports every invalid value at once, each naming its key.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{key}, args...)...))
+	}
+	if !filepath.IsAbs(c.Daemon.Root) {
+		bad("daemon.root", "must be an absolute path, got %q", c.Daemon.Root)
+	}
+	if !filepath.IsAbs(c.Daemon.Address) {
+		bad("daemon.address", "must be an absolute socket path, got %q", c.Daemon.Address)
+	}
+	switch c.Daemon.LogLevel {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		bad("daemon.log_level", "must be trace, debug, info, warn or error, got %q", c.Daemon.LogLevel)
+	}
+	// Listed in file order, so that errors come out in a stable order.
+	for _, kv := range []struct {
+		key      string
+		d        Duration
+		positive bool
+	}{
+		{"fuse.attr_timeout", c.FUSE.AttrTimeout, false},
+		{"fuse.entry_timeout", c.FUSE.EntryTimeout, false},
+		{"fuse.negative_timeout", c.FUSE.NegativeTimeout, false},
+		{"fuse.mount_timeout", c.FUSE.MountTimeout, true},
+		{"fetch.request_timeout", c.Fetch.RequestTimeout, true},
+		{"fetch.min_retry_wait", c.Fetch.MinRetryWait, false},
+		{"background_fetch.silence_period", c.BackgroundFetch.SilencePeriod, false},
+		{"background_fetch.fetch_period", c.BackgroundFetch.FetchPeriod, true},
+		{"discovery.cache_ttl", c.Discovery.CacheTTL, false},
+		{"discovery.negative_cache_ttl", c.Discovery.NegativeCacheTTL, false},
+	} {
+		switch {
+		case kv.positive && kv.d.Duration <= 0:
+			bad(kv.key, "must be positive, got %s", kv.d.Duration)
+		case kv.d.Duration < 0:
+			bad(kv.key, "must not be negative, got %s", kv.d.Duration)
+		}
+	}
+	if c.Fetch.MaxRetryWait.Duration < c.Fetch.MinRetryWait.Duration {
+		bad("fetch.max_retry_wait", "must not be below fetch.min_retry_wait")
+	}
+	for _, kv := range []struct {
+		key string
+		n   int64
+	}{
+		{"fetch.max_retries", int64(c.Fetch.MaxRetries)},
+		{"fetch.verify_retries", int64(c.Fetch.VerifyRetries)},
+		{"cache.max_bytes", c.Cache.MaxBytes},
+		{"background_fetch.max_queue", int64(c.BackgroundFetch.MaxQueue)},
+	} {
+		if kv.n < 0 {
+			bad(kv.key, "must not be negative, got %d", kv.n)
+		}
+	}
+	if c.Fetch.MaxConcurrency < 1 {
+		bad("fetch.max_concurrency", "must be at least 1, got %d", c.Fetch.MaxConcurrency)
+	}
+	if c.Cache.Dir != "" && !filepath.IsAbs(c.Cache.Dir) {
+		bad("cache.dir", "must be an absolute path, got %q", c.Cache.Dir)
+	}
+	if c.Snapshotter.Lazy && !c.Discovery.V1 && !c.Discovery.V2 {
+		bad("discovery", "v1 and v2 are both off, so no layer can be lazy; set snapshotter.lazy = false instead")
+	}
+	for src, dst := range c.Discovery.IndexRepositories {
+		if !validRepo(src) || !validRepo(dst) {
+			bad("discovery.index_repositories", "entries are host/repository = host/repository, got %q = %q", src, dst)
+		}
+	}
+	for _, h := range c.Registry.PlainHTTP {
+		if h == "" || strings.ContainsAny(h, "/ ") {
+			bad("registry.plain_http", "entries are host or host:port, got %q", h)
+		}
+	}
+	switch c.Metrics.Network {
+	case "tcp", "unix":
+	default:
+		bad("metrics.network", "must be tcp or unix, got %q", c.Metrics.Network)
+	}
+	return errors.Join(errs...)
+}
+
+// validRepo accepts host/path with a non-empty host and path and no
+// whitespace, tag or digest.
+func validRepo(s string) bool {
+	host, path, ok := strings.Cut(s, "/")
+	return ok && host != "" && path != "" && !strings.ContainsAny(s, " \t@")
+}
