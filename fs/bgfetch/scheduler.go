@@ -1,0 +1,286 @@
+// Package bgfetch completes mounted layers in the background: it drives each
+// layer's step function (fs/span's Manager.FetchNext) round robin until the
+// layer reports done, so that every span ends up verified in the local cache
+// and the layer's digest and TOC are checked.
+//
+// Concepts:
+//   - Foreground first: while any foreground read is in progress, and for a
+//     quiet period after the last one ends, no step starts. A step already
+//     running (one span) is allowed to finish. Readers signal through
+//     Foreground, which fs/span calls around every read.
+//   - Rate limit: the bytes each step fetched are charged to a token bucket
+//     (golang.org/x/time/rate) before the next step runs.
+//   - A step that fails (registry down) is retried after a delay; a layer
+//     that reports done (complete, or failed verification) is finished.
+//
+// One worker goroutine runs the steps, so background work never takes more
+// than one core of a small node. Close cancels it and waits.
+package bgfetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Layer is one layer to complete. FetchNext does one bounded step of work,
+// returning the bytes it fetched and whether the layer needs no more steps;
+// an error with done=false is transient and the step is retried later.
+// Calls never overlap for one Layer.
+type Layer interface {
+	FetchNext(ctx context.Context) (fetched int64, done bool, err error)
+}
+
+// progresser is implemented by layers that can tell how far they are
+// (fs/span's Manager does).
+type progresser interface {
+	Progress() (fetched, total int64)
+}
+
+// Options holds the scheduler's knobs; zero values give the defaults.
+type Options struct {
+	// BytesPerSecond limits the background fetch rate; 0 means unlimited.
+	BytesPerSecond float64
+	// QuietPeriod is how long after the last foreground read the
+	// background work resumes (default 200ms).
+	QuietPeriod time.Duration
+	// RetryDelay is the wait before retrying a layer whose step failed
+	// (default 2s).
+	RetryDelay time.Duration
+}
+
+// Status is what the scheduler knows about one layer.
+type Status struct {
+	// Fetched and Total are the layer's progress in compressed bytes, when
+	// the layer reports it (0/0 otherwise).
+	Fetched, Total int64
+	// Done is true once the layer needs no more background work.
+	Done bool
+	// Err is the last step's error (nil after a successful step).
+	Err error
+}
+
+// ErrUnknownLayer reports a Status query for a layer never added.
+var ErrUnknownLayer = errors.New("layer not scheduled")
+
+type entry struct {
+	layer   Layer
+	done    bool
+	err     error
+	retryAt time.Time
+}
+
+// Scheduler completes layers in the background. It is safe for concurrent
+// use.
+type Scheduler struct {
+	opts    Options
+	limiter *rate.Limiter
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	wake    chan struct{} // nudges the worker; capacity 1
+
+	// mu guards the layer table, the round-robin position and the
+	// foreground counters.
+	mu     sync.Mutex
+	layers map[string]*entry
+	order  []string
+	next   int
+	active int       // foreground reads in progress
+	lastFg time.Time // when the last foreground read ended
+}
+
+// New starts a scheduler; Close stops it.
+func New(opts Options) *Scheduler {
+	if opts.QuietPeriod <= 0 {
+		opts.QuietPeriod = 200 * time.Millisecond
+	}
+	if opts.RetryDelay <= 0 {
+		opts.RetryDelay = 2 * time.Second
+	}
+	s := &Scheduler{opts: opts, layers: map[string]*entry{}, wake: make(chan struct{}, 1),
+		limiter: rate.NewLimiter(rate.Inf, 0)}
+	if opts.BytesPerSecond > 0 {
+		burst := int(max(opts.BytesPerSecond/4, 1<<20))
+		s.limiter = rate.NewLimiter(rate.Limit(opts.BytesPerSecond), burst)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.wg.Add(1)
+	go s.run()
+	return s
+}
+
+// Add schedules layer under id (e.g. its mountpoint). Adding an id again
+// replaces the layer.
+func (s *Scheduler) Add(id string, layer Layer) {
+	s.mu.Lock()
+	if _, ok := s.layers[id]; !ok {
+		s.order = append(s.order, id)
+	}
+	s.layers[id] = &entry{layer: layer}
+	s.mu.Unlock()
+	s.nudge()
+}
+
+// Remove unschedules id (a step already running for it finishes first).
+func (s *Scheduler) Remove(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.layers, id)
+	for i, o := range s.order {
+		if o == id {
+			s.order = append(s.order[:i], s.order[i+1:]...)
+			break
+		}
+	}
+}
+
+// Status returns what is known about layer id.
+func (s *Scheduler) Status(id string) (Status, error) {
+	s.mu.Lock()
+	e, ok := s.layers[id]
+	var st Status
+	if ok {
+		st = Status{Done: e.done, Err: e.err}
+	}
+	s.mu.Unlock()
+	if !ok {
+		return Status{}, fmt.Errorf("status of %q: %w", id, ErrUnknownLayer)
+	}
+	if p, ok := e.layer.(progresser); ok {
+		st.Fetched, st.Total = p.Progress()
+	}
+	return st, nil
+}
+
+// Foreground marks the start of a foreground read; call the returned func
+// when it ends. Background steps do not start meanwhile.
+func (s *Scheduler) Foreground() (done func()) {
+	s.mu.Lock()
+	s.active++
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			s.active--
+			s.lastFg = time.Now()
+			s.mu.Unlock()
+			s.nudge()
+		})
+	}
+}
+
+// Close stops the worker and waits for it. Layers are left as they are.
+func (s *Scheduler) Close() error {
+	s.cancel()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Scheduler) nudge() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Scheduler) run() {
+	defer s.wg.Done()
+	for {
+		e, ok := s.waitForWork()
+		if !ok {
+			return
+		}
+		n, done, err := e.layer.FetchNext(s.ctx)
+		if s.ctx.Err() != nil {
+			return
+		}
+		s.mu.Lock()
+		e.done, e.err = done, err
+		if err != nil && !done {
+			e.retryAt = time.Now().Add(s.opts.RetryDelay)
+		}
+		s.mu.Unlock()
+		if err := s.charge(n); err != nil {
+			return
+		}
+	}
+}
+
+// charge waits until the rate limit allows n more bytes.
+func (s *Scheduler) charge(n int64) error {
+	for n > 0 {
+		chunk := min(n, int64(s.limiter.Burst()))
+		if s.limiter.Limit() == rate.Inf {
+			return nil
+		}
+		if err := s.limiter.WaitN(s.ctx, int(chunk)); err != nil {
+			return err
+		}
+		n -= chunk
+	}
+	return nil
+}
+
+// waitForWork blocks until a layer may take a step now and returns it; ok
+// is false once the scheduler is closed.
+func (s *Scheduler) waitForWork() (*entry, bool) {
+	for {
+		e, wait := s.pick()
+		if e != nil {
+			return e, true
+		}
+		var timer *time.Timer
+		var fire <-chan time.Time
+		if wait > 0 {
+			timer = time.NewTimer(wait)
+			fire = timer.C
+		}
+		select {
+		case <-s.ctx.Done():
+			return nil, false
+		case <-s.wake:
+		case <-fire:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+}
+
+// pick returns the next runnable layer round robin, or how long to wait
+// before one may be (0: until nudged).
+func (s *Scheduler) pick() (*entry, time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	if s.active > 0 {
+		return nil, 0
+	}
+	if quiet := s.lastFg.Add(s.opts.QuietPeriod).Sub(now); quiet > 0 {
+		return nil, quiet
+	}
+	var soonest time.Duration
+	for range s.order {
+		s.next %= len(s.order)
+		id := s.order[s.next]
+		s.next++
+		e := s.layers[id]
+		if e.done {
+			continue
+		}
+		if d := e.retryAt.Sub(now); d > 0 {
+			if soonest == 0 || d < soonest {
+				soonest = d
+			}
+			continue
+		}
+		return e, 0
+	}
+	return nil, soonest
+}
