@@ -269,6 +269,20 @@ func (r *Registry) Restart() {
 	r.t.Fatalf("restart %s registry at %s: %v", r.Kind, r.Host, err)
 }
 
+// RestartAs restarts an olareg registry as another olareg kind on the same
+// port and storage: content pushed while the referrers API was off is then
+// served by a registry with the API on (or the reverse), as after a
+// registry upgrade that does not back-fill the referrers index.
+func (r *Registry) RestartAs(kind Kind) {
+	r.t.Helper()
+	if r.Kind == KindDistribution || kind == KindDistribution {
+		r.t.Fatalf("RestartAs: only olareg kinds share storage, not %s -> %s", r.Kind, kind)
+	}
+	r.Stop()
+	r.Kind = kind
+	r.Restart()
+}
+
 // Ref returns "<host>/<repo>:<tag>" or "<host>/<repo>@<digest>".
 func (r *Registry) Ref(repo, tagOrDigest string) string {
 	sep := ":"

@@ -1,0 +1,161 @@
+package discover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/ociseek/ociseek/index"
+	"github.com/ociseek/ociseek/ztoc"
+)
+
+// errSubjectMismatch marks a listed v1 index whose subject is another
+// manifest; such a candidate is skipped.
+var errSubjectMismatch = errors.New("subject is another manifest")
+
+// skippable reports a candidate failure that should not stop the search:
+// the index is missing (a dangling list entry) or unusable.
+func skippable(err error) bool {
+	return isNotFound(err) || errors.Is(err, index.ErrInvalid) || errors.Is(err, errSubjectMismatch)
+}
+
+// readVerified reads exactly desc.Size bytes of rc, refusing sizes above
+// limit before reading anything, and checks them against want. It never
+// allocates from the declared size: the buffer grows with the bytes that
+// actually arrive.
+func readVerified(rc io.Reader, size int64, want digest.Digest, limit int64) ([]byte, error) {
+	if size < 0 || size > limit {
+		return nil, fmt.Errorf("size %d outside the accepted 0..%d bytes", size, limit)
+	}
+	b, err := io.ReadAll(io.LimitReader(rc, size+1))
+	if err != nil {
+		return nil, fmt.Errorf("read body: %w", err)
+	}
+	switch {
+	case int64(len(b)) < size:
+		return nil, fmt.Errorf("truncated body: %d of %d bytes", len(b), size)
+	case int64(len(b)) > size:
+		return nil, fmt.Errorf("body longer than the declared %d bytes", size)
+	}
+	if got := want.Algorithm().FromBytes(b); got != want {
+		return nil, fmt.Errorf("digest mismatch: content is %s, want %s", got, want)
+	}
+	return b, nil
+}
+
+// fetchManifest fetches a manifest by digest from repository name, bounded
+// and verified, and returns its media type and bytes.
+func (d *Discoverer) fetchManifest(ctx context.Context, name string, dg digest.Digest) (string, []byte, error) {
+	e, err := d.repos.get(name)
+	if err != nil {
+		return "", nil, err
+	}
+	desc, rc, err := e.repo.Manifests().FetchReference(ctx, dg.String())
+	if err != nil {
+		return "", nil, err
+	}
+	defer rc.Close()
+	if desc.Digest != "" && desc.Digest != dg {
+		return "", nil, fmt.Errorf("registry answered with manifest %s", desc.Digest)
+	}
+	b, err := readVerified(rc, desc.Size, dg, index.MaxSize)
+	if err != nil {
+		return "", nil, err
+	}
+	return desc.MediaType, b, nil
+}
+
+// fetchIndex fetches and validates the index desc names from repository
+// name, and returns it with its full descriptor.
+func (d *Discoverer) fetchIndex(ctx context.Context, name string, desc ocispec.Descriptor) (*index.Index, ocispec.Descriptor, error) {
+	mt, b, err := d.fetchManifest(ctx, name, desc.Digest)
+	if err != nil {
+		return nil, desc, fmt.Errorf("fetch SOCI index %s from %s: %w", desc.Digest, name, err)
+	}
+	if mt != ocispec.MediaTypeImageManifest {
+		return nil, desc, fmt.Errorf("fetch SOCI index %s from %s: served as %q: %w", desc.Digest, name, mt, index.ErrInvalid)
+	}
+	idx, err := index.Parse(b)
+	if err != nil {
+		return nil, desc, fmt.Errorf("SOCI index %s from %s: %w", desc.Digest, name, err)
+	}
+	return idx, ocispec.Descriptor{
+		MediaType:    ocispec.MediaTypeImageManifest,
+		ArtifactType: idx.Version().ArtifactType(),
+		Digest:       desc.Digest,
+		Size:         int64(len(b)),
+		Annotations:  idx.Manifest.Annotations,
+	}, nil
+}
+
+// fetchIndexAnywhere fetches an index known only by digest from the first
+// repository of t that has it.
+func (d *Discoverer) fetchIndexAnywhere(ctx context.Context, t target, desc ocispec.Descriptor, m Method) (*Result, error) {
+	repos := t.searchRepos()
+	for _, name := range repos {
+		idx, full, err := d.fetchIndex(ctx, name, desc)
+		if err == nil {
+			return &Result{Found: Found{Descriptor: full, Method: m, Repository: name}, Index: idx}, nil
+		}
+		if !isNotFound(err) {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("SOCI index %s (%s) not found in %s: %w", desc.Digest, m, strings.Join(repos, ", "), index.ErrNoIndex)
+}
+
+// FetchZtoc fetches, verifies and decodes the zTOC desc names, for the image
+// imageRef: from its index repository first when one is configured, else
+// from the image repository. It returns the decoded zTOC and its bytes (the
+// zTOC's checkpoint windows alias them).
+func (d *Discoverer) FetchZtoc(ctx context.Context, imageRef string, desc ocispec.Descriptor) (*ztoc.Ztoc, []byte, error) {
+	t, err := d.parseTarget(imageRef)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := desc.Digest.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("zTOC digest %q: %w", desc.Digest, err)
+	}
+	if desc.Size <= 0 || desc.Size > ztoc.MaxSize {
+		return nil, nil, fmt.Errorf("zTOC %s: size %d outside 1..%d bytes", desc.Digest, desc.Size, int64(ztoc.MaxSize))
+	}
+	var lastErr error
+	for _, name := range t.searchRepos() {
+		b, err := d.fetchBlob(ctx, name, desc)
+		if isNotFound(err) {
+			lastErr = err
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		z, err := ztoc.Unmarshal(b)
+		if err != nil {
+			return nil, nil, fmt.Errorf("decode zTOC %s from %s: %w", desc.Digest, name, err)
+		}
+		return z, b, nil
+	}
+	return nil, nil, lastErr
+}
+
+func (d *Discoverer) fetchBlob(ctx context.Context, name string, desc ocispec.Descriptor) ([]byte, error) {
+	e, err := d.repos.get(name)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := e.repo.Blobs().Fetch(ctx, desc)
+	if err != nil {
+		return nil, fmt.Errorf("fetch zTOC %s from %s: %w", desc.Digest, name, err)
+	}
+	defer rc.Close()
+	b, err := readVerified(rc, desc.Size, desc.Digest, ztoc.MaxSize)
+	if err != nil {
+		return nil, fmt.Errorf("fetch zTOC %s from %s: %w", desc.Digest, name, err)
+	}
+	return b, nil
+}
