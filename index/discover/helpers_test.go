@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"context"
 	"testing"
 	"time"
@@ -139,3 +140,5 @@ func must[T any](t testing.TB, v T, err error) T {
 	}
 	return v
 }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
