@@ -148,7 +148,7 @@ func (c *converter) convertOne(ctx context.Context, entry ocispec.Descriptor) (*
 			return nil, none, none, fmt.Errorf("copy blob %s to %s: %w", b.Digest, describe(c.dst), err)
 		}
 	}
-	sociDesc, body, err := sociIndex(index.ArtifactTypeV2, ztocs, nil, c.lb.opts.buildTool())
+	sociDesc, body, err := sociIndex(ztocs, nil, c.lb.opts.buildTool())
 	if err != nil {
 		return nil, none, none, err
 	}

@@ -88,7 +88,7 @@ func createOne(ctx context.Context, lb *layerBuilder, pub *publisher, manifest o
 		return nil, fmt.Errorf("manifest %s (%s): %w", manifest.Digest, platformString(manifest.Platform), ErrNoZtocs)
 	}
 	tool := lb.opts.buildTool()
-	idx, body, err := sociIndex(index.ArtifactTypeV1, ztocs, subjectOf(manifest), tool)
+	idx, body, err := sociIndex(ztocs, subjectOf(manifest), tool)
 	if err != nil {
 		return nil, err
 	}

@@ -1,13 +1,8 @@
 package build
 
 import (
-	"encoding/json"
-	"fmt"
-
 	"github.com/opencontainers/go-digest"
-	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/content"
 
 	"github.com/ociseek/ociseek/index"
 )
@@ -22,27 +17,17 @@ func emptyConfigDesc(artifactType string) ocispec.Descriptor {
 	}
 }
 
-// sociIndex encodes a SOCI index manifest: Go's encoding/json of
-// image-spec's Manifest, with no top-level artifactType, which is what the
-// reference snapshotter re-encodes and compares digests against (§1.2).
-// A nil subject makes a v2 index. The returned descriptor carries the
-// artifact type, as referrers lists and OCI index entries want it.
-func sociIndex(artifactType string, ztocs []ocispec.Descriptor, subject *ocispec.Descriptor, buildTool string) (ocispec.Descriptor, []byte, error) {
-	m := ocispec.Manifest{
-		Versioned:   specs.Versioned{SchemaVersion: 2},
-		MediaType:   ocispec.MediaTypeImageManifest,
-		Config:      emptyConfigDesc(artifactType),
-		Layers:      ztocs,
-		Subject:     subject,
-		Annotations: map[string]string{index.AnnotationBuildToolIdentifier: buildTool},
+// sociIndex encodes a SOCI index manifest with the shared model's canonical
+// encoding (index.Index.Marshal, §1.2). A nil subject makes a v2 index. The
+// returned descriptor carries the artifact type, as referrers lists and OCI
+// index entries want it.
+func sociIndex(ztocs []ocispec.Descriptor, subject *ocispec.Descriptor, buildTool string) (ocispec.Descriptor, []byte, error) {
+	annotations := map[string]string{index.AnnotationBuildToolIdentifier: buildTool}
+	idx := index.NewV2(ztocs, annotations)
+	if subject != nil {
+		idx = index.NewV1(*subject, ztocs, annotations)
 	}
-	buf, err := json.Marshal(m)
-	if err != nil {
-		return ocispec.Descriptor{}, nil, fmt.Errorf("encode SOCI index: %w", err)
-	}
-	d := content.NewDescriptorFromBytes(ocispec.MediaTypeImageManifest, buf)
-	d.ArtifactType = artifactType
-	return d, buf, nil
+	return idx.Descriptor()
 }
 
 // subjectOf is the subject of a v1 index: only mediaType, digest and size

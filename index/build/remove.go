@@ -2,7 +2,6 @@ package build
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/opencontainers/go-digest"
@@ -43,13 +42,11 @@ func Remove(ctx context.Context, repo registry.Repository, dgst digest.Digest, o
 	if err != nil {
 		return nil, err
 	}
-	var m ocispec.Manifest
-	if err := json.Unmarshal(buf, &m); err != nil {
-		return nil, fmt.Errorf("decode SOCI index %s from %s: %w", dgst, where, err)
+	idx, err := index.Parse(buf)
+	if err != nil {
+		return nil, fmt.Errorf("remove %s at %s: %w", dgst, where, err)
 	}
-	if m.Config.MediaType != index.ArtifactTypeV1 && m.Config.MediaType != index.ArtifactTypeV2 {
-		return nil, fmt.Errorf("remove %s at %s: not a SOCI index (config media type %q)", dgst, where, m.Config.MediaType)
-	}
+	m := idx.Manifest
 	// A descriptor without a media type makes oras delete the manifest
 	// as it is, without its own (not race-aware) fallback-tag update:
 	// the tag is ours to converge below.
