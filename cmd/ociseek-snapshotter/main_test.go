@@ -1,0 +1,264 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
+	"github.com/containerd/containerd/v2/core/mount"
+	snapshots "github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/core/snapshots/proxy"
+	"github.com/containerd/errdefs"
+	"github.com/ociseek/ociseek/config"
+	"github.com/ociseek/ociseek/snapshot"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// daemonBin is the daemon built once for all tests of this package.
+var daemonBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ociseek-snapshotter-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	daemonBin = filepath.Join(dir, "ociseek-snapshotter")
+	build := exec.Command("go", "build", "-o", daemonBin, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build daemon:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// daemon is one running ociseek-snapshotter process.
+type daemon struct {
+	cmd     *exec.Cmd
+	socket  string
+	metrics string
+	log     *bytes.Buffer
+	exited  chan error
+}
+
+func startDaemon(t *testing.T, dir string) *daemon {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the daemon mounts overlay")
+	}
+	d := &daemon{
+		socket:  filepath.Join(dir, "run", "ociseek.sock"),
+		metrics: filepath.Join(dir, "metrics.sock"),
+		log:     &bytes.Buffer{},
+		exited:  make(chan error, 1),
+	}
+	cfg := fmt.Sprintf("[daemon]\nroot = %q\n[metrics]\naddress = %q\nnetwork = \"unix\"\n", filepath.Join(dir, "root"), d.metrics)
+	cfgPath := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd = exec.Command(daemonBin, "--config", cfgPath, "--address", d.socket, "--log-level", "debug")
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.exited <- d.cmd.Wait() }()
+	t.Cleanup(func() {
+		if d.cmd.ProcessState == nil {
+			d.cmd.Process.Kill()
+			<-d.exited
+		}
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.log)
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if c, err := net.Dial("unix", d.socket); err == nil {
+			c.Close()
+			return d
+		}
+		select {
+		case err := <-d.exited:
+			t.Fatalf("daemon exited before serving: %v\n%s", err, d.log)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon not serving on %s after 20s\n%s", d.socket, d.log)
+		}
+	}
+}
+
+// client returns containerd's own proxy snapshotter, as containerd uses it.
+func (d *daemon) client(t *testing.T) snapshots.Snapshotter {
+	conn, err := grpc.NewClient("unix://"+d.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return proxy.NewSnapshotter(snapshotsapi.NewSnapshotsClient(conn), "ociseek")
+}
+
+// stop sends sig and waits for a clean exit.
+func (d *daemon) stop(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	d.cmd.Process.Signal(sig)
+	select {
+	case err := <-d.exited:
+		if err != nil {
+			t.Fatalf("daemon exit after %v: %v\n%s", sig, err, d.log)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("daemon still running 30s after %v", sig)
+	}
+}
+
+func (d *daemon) scrape(t *testing.T) string {
+	hc := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", d.metrics)
+	}}}
+	resp, err := hc.Get("http://metrics/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func TestDaemonServesSnapshotsAPI(t *testing.T) {
+	dir := t.TempDir()
+	d := startDaemon(t, dir)
+	ctx := context.Background()
+	sn := d.client(t)
+
+	if st, err := os.Stat(d.socket); err != nil || st.Mode().Perm() != 0o660 {
+		t.Errorf("socket mode = %v, %v; want 0660", st.Mode().Perm(), err)
+	}
+
+	mounts, err := sn.Prepare(ctx, "base-active", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mounts) != 1 || mounts[0].Type != "bind" {
+		t.Fatalf("mounts of a first layer = %+v", mounts)
+	}
+	os.WriteFile(filepath.Join(mounts[0].Source, "hello"), []byte("hi"), 0o644)
+	if err := sn.Commit(ctx, "base", "base-active"); err != nil {
+		t.Fatal(err)
+	}
+
+	// An unpack Prepare: the placeholder FileSystem says "no index", so the
+	// layer goes the overlay way and containerd would pull it.
+	labels := map[string]string{snapshots.LabelSnapshotRef: "layer-2"}
+	mounts, err = sn.Prepare(ctx, "extract-1 layer-2", "base", snapshots.WithLabels(labels))
+	if err != nil {
+		t.Fatalf("unpack Prepare = %v, want overlay mounts", err)
+	}
+	if len(mounts) != 1 || mounts[0].Type != "overlay" {
+		t.Fatalf("unpack mounts = %+v", mounts)
+	}
+	info, err := sn.Stat(ctx, "extract-1 layer-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Labels[snapshot.LabelDecision] != "overlay" || info.Labels[snapshot.LabelDecisionReason] != "no-index" {
+		t.Errorf("decision labels = %v", info.Labels)
+	}
+	again, err := sn.Mounts(ctx, "extract-1 layer-2")
+	if err != nil || !reflect.DeepEqual(again, mounts) {
+		t.Errorf("Mounts = %+v, %v; want %+v", again, err, mounts)
+	}
+	if _, err := sn.Prepare(ctx, "x", "no-such-parent"); !errdefs.IsNotFound(err) {
+		t.Errorf("Prepare on a missing parent = %v, want NotFound over gRPC", err)
+	}
+	if m := d.scrape(t); !strings.Contains(m, `ociseek_snapshot_layer_decisions_total{outcome="overlay",reason="no-index"} 1`) {
+		t.Errorf("metrics lack the decision:\n%s", m)
+	}
+
+	d.stop(t, syscall.SIGTERM)
+	if _, err := os.Stat(d.socket); !os.IsNotExist(err) {
+		t.Errorf("socket left after stop: %v", err)
+	}
+
+	// State survives a restart.
+	d2 := startDaemon(t, dir)
+	sn2 := d2.client(t)
+	if info, err := sn2.Stat(ctx, "base"); err != nil || info.Kind != snapshots.KindCommitted {
+		t.Errorf("after restart Stat(base) = %+v, %v", info, err)
+	}
+	if mounts, err := sn2.View(ctx, "view", "base"); err != nil || len(mounts) != 1 {
+		t.Errorf("View after restart = %+v, %v", mounts, err)
+	} else {
+		checkFile(t, mounts, "hello", "hi")
+	}
+	d2.stop(t, syscall.SIGINT)
+}
+
+func checkFile(t *testing.T, mounts []mount.Mount, name, want string) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := mount.All(mounts, dir); err != nil {
+		t.Fatal(err)
+	}
+	defer mount.UnmountAll(dir, 0)
+	if b, err := os.ReadFile(filepath.Join(dir, name)); err != nil || string(b) != want {
+		t.Errorf("%s = %q, %v; want %q", name, b, err, want)
+	}
+}
+
+func TestDaemonRejectsUnknownConfigKey(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.toml")
+	os.WriteFile(cfgPath, []byte("[fuse]\nmount_timout = \"1s\"\n"), 0o600)
+	out, err := exec.Command(daemonBin, "--config", cfgPath, "--root", filepath.Join(dir, "root")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "mount_timout") {
+		t.Errorf("daemon with a misspelt key: %v\n%s", err, out)
+	}
+}
+
+func TestConfigDefaultCommand(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"config", "default"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(&out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cfg, config.Default()) {
+		t.Errorf("`config default` does not print the defaults")
+	}
+}
+
+func TestConfigDumpAppliesFlags(t *testing.T) {
+	var out bytes.Buffer
+	args := []string{"--config", filepath.Join(t.TempDir(), "absent.toml"), "config", "dump"}
+	if err := run(context.Background(), args, &out); err == nil {
+		t.Error("an explicit --config that does not exist was accepted")
+	}
+	out.Reset()
+	args = []string{"--root", "/srv/ociseek", "--config", "/dev/null", "config", "dump"}
+	if err := run(context.Background(), args, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "root = '/srv/ociseek'") {
+		t.Errorf("dump ignores --root:\n%s", out.String())
+	}
+}
