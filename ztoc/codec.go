@@ -1,6 +1,7 @@
 package ztoc
 
 import (
+	"bytes"
 	"fmt"
 	"time"
 
@@ -77,13 +78,23 @@ func decodeTOC(d *fbs.Decoder, toc fbs.Table) ([]FileMetadata, error) {
 	}
 	// The vector's length is bounded by the buffer (4 bytes per element).
 	out := make([]FileMetadata, vec.Len())
-	in := interner{}
+	ed := &entryDecoder{d: d, in: interner{}}
 	for i := range out {
-		if err := decodeEntry(d, vec.Table(i), &out[i], in); err != nil {
+		if err := ed.decode(vec.Table(i), &out[i]); err != nil {
 			return nil, fmt.Errorf("%w: decode toc entry %d: %w", ErrInvalid, i, err)
 		}
 	}
 	return out, nil
+}
+
+// entryDecoder decodes TOC entries, sharing what repeats between them.
+type entryDecoder struct {
+	d  *fbs.Decoder
+	in interner
+	// lastModTime caches the previous entry's mod_time text and value:
+	// layers are usually built with one timestamp for most files.
+	lastModTime     []byte
+	lastModTimeTime time.Time
 }
 
 // interner returns one shared string per distinct byte content.
@@ -98,7 +109,8 @@ func (in interner) get(b []byte) string {
 	return s
 }
 
-func decodeEntry(d *fbs.Decoder, t fbs.Table, m *FileMetadata, in interner) error {
+func (ed *entryDecoder) decode(t fbs.Table, m *FileMetadata) error {
+	d, in := ed.d, ed.in
 	if err := d.Err(); err != nil {
 		return err
 	}
@@ -119,7 +131,10 @@ func decodeEntry(d *fbs.Decoder, t fbs.Table, m *FileMetadata, in interner) erro
 	gname, _ := t.StringBytes(fbs.FileMetadataGname)
 	m.Gname = in.get(gname)
 	modTime, _ := t.StringBytes(fbs.FileMetadataModTime)
-	m.ModTime = parseModTime(modTime)
+	if !bytes.Equal(modTime, ed.lastModTime) || ed.lastModTime == nil {
+		ed.lastModTime, ed.lastModTimeTime = modTime, parseModTime(modTime)
+	}
+	m.ModTime = ed.lastModTimeTime
 	m.Devmajor = t.Int64(fbs.FileMetadataDevmajor, 0)
 	m.Devminor = t.Int64(fbs.FileMetadataDevminor, 0)
 	if err := d.Err(); err != nil {

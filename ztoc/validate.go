@@ -129,30 +129,45 @@ func (z *Ztoc) validateTar() error {
 
 // validateTOC checks every entry, then the entries' layout in the archive.
 func (z *Ztoc) validateTOC() error {
-	var seen map[string]int // cleaned name → index; built only when hardlinks need it
-	needSeen := slices.ContainsFunc(z.TOC, func(m FileMetadata) bool { return m.Type == TypeHardlink })
-	if needSeen {
-		seen = make(map[string]int, len(z.TOC))
+	// Hardlink targets must name an earlier, non-directory entry. Only the
+	// names some hardlink targets are tracked, so a TOC of 100k entries
+	// with a few hardlinks costs a few map entries, not 100k.
+	var targets map[string]int // cleaned target name → latest index, -1 before it appears
+	for i := range z.TOC {
+		if m := &z.TOC[i]; m.Type == TypeHardlink {
+			if targets == nil {
+				targets = make(map[string]int)
+			}
+			targets[cleanName(m.Linkname)] = -1
+		}
 	}
 	for i := range z.TOC {
 		m := &z.TOC[i]
 		if err := z.validateEntry(m); err != nil {
 			return fmt.Errorf("toc entry %d (%q): %w", i, m.Name, err)
 		}
+		if targets == nil {
+			continue
+		}
 		if m.Type == TypeHardlink {
-			j, ok := seen[cleanName(m.Linkname)]
-			if !ok {
+			j := targets[cleanName(m.Linkname)]
+			if j < 0 {
 				return fmt.Errorf("toc entry %d (%q): hardlink target %q is not an earlier entry", i, m.Name, m.Linkname)
 			}
 			if z.TOC[j].Type == TypeDir {
 				return fmt.Errorf("toc entry %d (%q): hardlink to directory %q", i, m.Name, m.Linkname)
 			}
 		}
-		if needSeen {
-			seen[cleanName(m.Name)] = i
+		if name := cleanName(m.Name); hasKey(targets, name) {
+			targets[name] = i
 		}
 	}
 	return z.validateLayout()
+}
+
+func hasKey(m map[string]int, k string) bool {
+	_, ok := m[k]
+	return ok
 }
 
 // validateEntry checks one entry on its own.
@@ -211,7 +226,24 @@ func checkName(name string) error {
 // cleanName is the form names and hardlink targets are compared in: as
 // the file tree sees them ("./a/b/" and "a/b" are the same node).
 func cleanName(name string) string {
+	if trimmed := strings.TrimSuffix(name, "/"); isClean(trimmed) {
+		return trimmed // the common case, without allocating
+	}
 	return strings.TrimPrefix(path.Clean("/"+name), "/")
+}
+
+// isClean reports whether name is already in cleaned relative form: no
+// empty, "." or ".." elements and no leading or trailing slash.
+func isClean(name string) bool {
+	if name == "" {
+		return false
+	}
+	for elem := range strings.SplitSeq(name, "/") {
+		if elem == "" || elem == "." || elem == ".." {
+			return false
+		}
+	}
+	return true
 }
 
 // validateLayout checks, in offset order, that each entry's data starts
