@@ -3,6 +3,7 @@ package ztoc
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 
@@ -139,10 +140,26 @@ type chunkReader struct {
 	free chan<- []byte
 	cur  []byte
 	buf  []byte
+	skip int64 // bytes to drop before the next read
+}
+
+// Seek skips forward; the skip happens lazily on the next Read, which
+// reports a stream that ends too early. It lets archive/tar pass over file
+// data without copying it.
+func (c *chunkReader) Seek(offset int64, whence int) (int64, error) {
+	if whence != io.SeekCurrent || offset < 0 {
+		return -1, errors.ErrUnsupported
+	}
+	c.skip += offset
+	return 0, nil
 }
 
 func (c *chunkReader) Read(p []byte) (int, error) {
-	for len(c.cur) == 0 {
+	for len(c.cur) == 0 || c.skip > 0 {
+		if k := min(c.skip, int64(len(c.cur))); k > 0 {
+			c.cur, c.skip = c.cur[k:], c.skip-k
+			continue
+		}
 		if c.buf != nil {
 			c.free <- c.buf[:cap(c.buf)]
 			c.buf = nil
@@ -164,6 +181,11 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 
 // pendingReader reads the blob and keeps the bytes read but not yet handed
 // to a span hasher; pending holds the bytes [pendStart, pos).
+//
+// The bytes live in slabs: cut hands out a piece of the current slab
+// without copying, and reads append after it, so the hasher can own the
+// piece while the slab fills. Only when a slab is full does the small
+// unhanded remainder move to a fresh one.
 type pendingReader struct {
 	r         io.Reader
 	pos       int64
@@ -171,24 +193,30 @@ type pendingReader struct {
 	pending   []byte
 }
 
+// slabSize is the size of the buffers holding pending compressed bytes.
+const slabSize = 4 << 20
+
 func (p *pendingReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
+	if len(p.pending)+n > cap(p.pending) {
+		if len(p.pending)+n > maxPending {
+			return n, fmt.Errorf("deflate block at compressed offset %d spans more than %d bytes", p.pendStart, maxPending)
+		}
+		slab := make([]byte, len(p.pending), max(slabSize, 2*(len(p.pending)+n)))
+		copy(slab, p.pending)
+		p.pending = slab
+	}
 	p.pending = append(p.pending, b[:n]...)
 	p.pos += int64(n)
-	if len(p.pending) > maxPending {
-		return n, fmt.Errorf("deflate block at compressed offset %d spans more than %d bytes", p.pendStart, maxPending)
-	}
 	return n, err
 }
 
-// cut removes and returns the pending bytes before offset to. The returned
-// slice is owned by the caller.
+// cut removes and returns the pending bytes before offset to. The caller
+// owns the returned slice: later reads never write into it.
 func (p *pendingReader) cut(to int64) []byte {
 	k := int(min(max(to-p.pendStart, 0), int64(len(p.pending))))
 	out := p.pending[:k:k]
-	rest := make([]byte, len(p.pending)-k, max(64<<10, 2*(len(p.pending)-k)))
-	copy(rest, p.pending[k:])
-	p.pending = rest
+	p.pending = p.pending[k:]
 	p.pendStart += int64(k)
 	return out
 }

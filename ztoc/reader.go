@@ -20,6 +20,9 @@ import (
 // the bound keeps a hostile zTOC from making InflateSpan allocate at will.
 const maxDeflateRatio = 1040
 
+// maxPresize is the largest span buffer allocated before its bytes arrive.
+const maxPresize = 64 << 20
+
 // SpanFetcher returns the compressed bytes [start, end) of a layer blob.
 // The caller closes the reader; ctx cancels the fetch.
 type SpanFetcher interface {
@@ -71,15 +74,36 @@ func fetchSpan(ctx context.Context, f SpanFetcher, s Span) ([]byte, error) {
 		return nil, fmt.Errorf("fetch span %d [%d,%d): %w", s.ID, s.CompressedStart, s.CompressedEnd, err)
 	}
 	defer rc.Close()
-	// Read one byte more than wanted to notice an over-long answer, and
-	// let the buffer grow with what arrives instead of trusting the size.
-	b, err := io.ReadAll(io.LimitReader(rc, s.CompressedSize()+1))
+	b, err := readExactly(rc, s.CompressedSize())
 	if err != nil {
 		return nil, fmt.Errorf("fetch span %d [%d,%d): %w", s.ID, s.CompressedStart, s.CompressedEnd, err)
 	}
-	if int64(len(b)) != s.CompressedSize() {
-		return nil, fmt.Errorf("fetch span %d [%d,%d): got %d bytes, want %d", s.ID,
-			s.CompressedStart, s.CompressedEnd, len(b), s.CompressedSize())
+	return b, nil
+}
+
+// readExactly reads exactly want bytes from r and checks that r then ends.
+// Sizes up to maxPresize are allocated at once; beyond that (a hostile zTOC
+// may declare anything) the buffer grows with what actually arrives.
+func readExactly(r io.Reader, want int64) ([]byte, error) {
+	var b []byte
+	var err error
+	if want <= maxPresize {
+		b = make([]byte, want)
+		var n int
+		n, err = io.ReadFull(r, b)
+		b = b[:n]
+	} else {
+		b, err = io.ReadAll(io.LimitReader(r, want))
+	}
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	if int64(len(b)) != want {
+		return nil, fmt.Errorf("got %d bytes, want %d", len(b), want)
+	}
+	var one [1]byte
+	if n, _ := io.ReadFull(r, one[:]); n != 0 {
+		return nil, fmt.Errorf("got more than the %d bytes asked for", want)
 	}
 	return b, nil
 }

@@ -24,6 +24,21 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Seek lets archive/tar skip file data without copying it, when the source
+// can skip forward (chunkReader can). Only forward moves from the current
+// position are supported; archive/tar falls back to reading otherwise.
+func (c *countingReader) Seek(offset int64, whence int) (int64, error) {
+	s, ok := c.r.(io.Seeker)
+	if !ok || whence != io.SeekCurrent || offset < 0 {
+		return -1, errors.ErrUnsupported
+	}
+	if _, err := s.Seek(offset, io.SeekCurrent); err != nil {
+		return -1, err
+	}
+	c.n += offset
+	return c.n, nil
+}
+
 // readTOC parses the tar stream r and returns one entry per tar header (as
 // archive/tar reports them, long-name and PAX headers folded in) and the
 // number of bytes consumed up to and including the end-of-archive blocks.
