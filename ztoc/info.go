@@ -3,6 +3,8 @@ package ztoc
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"io"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -111,4 +113,13 @@ func (z *Ztoc) Info(ztocBytes []byte) *Info {
 		}
 	}
 	return info
+}
+
+// WriteJSON writes the document as the reference fixtures' expect.json files
+// are written: two-space indentation, no HTML escaping, a final newline.
+func (i *Info) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(i)
 }
