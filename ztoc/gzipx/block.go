@@ -1,5 +1,7 @@
 package gzipx
 
+import "fmt"
+
 // codeLenOrder is the order in which code-length code lengths are stored.
 var codeLenOrder = [19]uint8{16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15}
 
@@ -78,7 +80,7 @@ func (d *decoder) stored() error {
 				if isEOF(err) {
 					return d.truncated("stored block")
 				}
-				return err
+				return fmt.Errorf("gzipx: read compressed input: %w", err)
 			}
 			continue
 		}

@@ -42,7 +42,8 @@ func (d *decoder) huffman() error {
 // fast decodes symbols while at least 8 input bytes are buffered, so that
 // one 64-bit load before each symbol tops the bit buffer up to at least 56
 // bits: enough for the longest length code, its extra bits, the longest
-// distance code and its extra bits (15+5+15+13 = 48).
+// distance code and its extra bits (15+5+15+13 = 48). It is one long
+// function on purpose: it is the hot loop, and its state lives in registers.
 func (d *decoder) fast() int {
 	in, out := d.in, d.out
 	bits, nbits, pos, op := d.bits, d.nbits, d.pos, d.op

@@ -26,7 +26,8 @@ func NewInflater(r io.Reader) *Inflater {
 // after each member header and at the end of every block (including the last
 // one of a member, flagged LastBlock). It is called synchronously from Read,
 // before any byte past the boundary is returned, with Out equal to the
-// number of bytes inflated up to the boundary. Window may be called from f.
+// number of bytes inflated up to the boundary. Window may be called from f;
+// Read may not.
 func (z *Inflater) SetBoundaryFunc(f func(b Boundary)) {
 	z.d.onBoundary = f
 }

@@ -145,7 +145,10 @@ func TestResumeEveryBoundary(t *testing.T) {
 		zw.Close()
 		streams = append(streams, buf.Bytes())
 	}
-	streams = append(streams, gzipKlauspost(t, data, 1), gzipKlauspost(t, data, -3), gzipStd(t, data, 5))
+	streams = append(streams, gzipKlauspost(t, data, 1), gzipKlauspost(t, data, -3), gzipStd(t, data, 5),
+		// Two members: spans end right after the second header and resume
+		// there with the first member's output as the window.
+		append(gzipStd(t, data[:300_000], 6), gzipKlauspost(t, data[300_000:], 2)...))
 	for si, z := range streams {
 		type point struct {
 			b      Boundary
