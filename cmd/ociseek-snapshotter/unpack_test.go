@@ -1,0 +1,165 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	snapshots "github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log/logtest"
+	"github.com/ociseek/ociseek/index"
+	"github.com/ociseek/ociseek/internal/regtest"
+	"github.com/ociseek/ociseek/snapshot"
+	"github.com/opencontainers/go-digest"
+	"oras.land/oras-go/v2/registry/remote/auth"
+)
+
+// testLayer is a gzip layer with a file, a whiteout and an opaque
+// directory, and its diffID.
+func testLayer(t *testing.T) (blob []byte, diffID digest.Digest) {
+	var tarBuf bytes.Buffer
+	tw := tar.NewWriter(&tarBuf)
+	add := func(h *tar.Header, body string) {
+		h.Size = int64(len(body))
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(body))
+	}
+	add(&tar.Header{Name: "etc/", Typeflag: tar.TypeDir, Mode: 0o755}, "")
+	add(&tar.Header{Name: "etc/hello", Typeflag: tar.TypeReg, Mode: 0o644}, "hello from the registry")
+	add(&tar.Header{Name: "etc/.wh.gone", Typeflag: tar.TypeReg, Mode: 0o644}, "")
+	add(&tar.Header{Name: "opaque/", Typeflag: tar.TypeDir, Mode: 0o755}, "")
+	add(&tar.Header{Name: "opaque/.wh..wh..opq", Typeflag: tar.TypeReg, Mode: 0o644}, "")
+	tw.Close()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(tarBuf.Bytes())
+	zw.Close()
+	return gz.Bytes(), digest.FromBytes(tarBuf.Bytes())
+}
+
+type pushedLayer struct {
+	labels map[string]string
+}
+
+func pushLayer(t *testing.T) pushedLayer {
+	reg := regtest.Start(t, regtest.KindDistribution)
+	blob, diffID := testLayer(t)
+	desc := reg.PushBlob(t, "app", blob, "application/vnd.oci.image.layer.v1.tar+gzip")
+	return pushedLayer{labels: map[string]string{
+		labelImageRef:                 reg.Host + "/app:latest",
+		labelLayerDigest:              desc.Digest.String(),
+		snapshots.LabelSnapshotDiffID: diffID.String(),
+		snapshots.LabelSnapshotRef:    "layer",
+	}}
+}
+
+func testUnpacker() *layerUnpacker {
+	return &layerUnpacker{client: &auth.Client{Cache: auth.NewCache()}, plainHTTP: map[string]bool{}}
+}
+
+func TestUnpackLayerFromRegistry(t *testing.T) {
+	l := pushLayer(t)
+	dir := t.TempDir()
+	ctx := logtest.WithT(context.Background(), t)
+	if err := testUnpacker().Unpack(ctx, dir, l.labels); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "etc/hello")); err != nil || string(b) != "hello from the registry" {
+		t.Errorf("etc/hello = %q, %v", b, err)
+	}
+	// Whiteouts are in overlay's form: a 0:0 character device.
+	st, err := os.Lstat(filepath.Join(dir, "etc/gone"))
+	if err != nil || st.Mode()&os.ModeCharDevice == 0 || st.Sys().(*syscall.Stat_t).Rdev != 0 {
+		t.Errorf("whiteout etc/gone = %v, %v", st, err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "etc/.wh.gone")); !os.IsNotExist(err) {
+		t.Errorf("whiteout file unpacked as is: %v", err)
+	}
+}
+
+func TestUnpackRejectsBadInput(t *testing.T) {
+	l := pushLayer(t)
+	ctx := logtest.WithT(context.Background(), t)
+	with := func(k, v string) map[string]string {
+		m := map[string]string{}
+		for k, v := range l.labels {
+			m[k] = v
+		}
+		if v == "" {
+			delete(m, k)
+		} else {
+			m[k] = v
+		}
+		return m
+	}
+	cases := map[string]struct {
+		labels map[string]string
+		want   string
+	}{
+		"wrong diffID":      {with(snapshots.LabelSnapshotDiffID, digest.FromString("other").String()), "image config says"},
+		"no diffID":         {with(snapshots.LabelSnapshotDiffID, ""), snapshots.LabelSnapshotDiffID},
+		"no image ref":      {with(labelImageRef, ""), labelImageRef},
+		"malformed digest":  {with(labelLayerDigest, "sha256:xyz"), labelLayerDigest},
+		"layer not in repo": {with(labelLayerDigest, digest.FromString("absent").String()), "resolve layer"},
+		"unreachable host":  {with(labelImageRef, "127.0.0.1:1/app:latest"), "resolve layer"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			err := testUnpacker().Unpack(ctx, t.TempDir(), c.labels)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("Unpack = %v, want error mentioning %q", err, c.want)
+			}
+		})
+	}
+}
+
+// noZtocFS is an indexed image's FileSystem for a layer without a zTOC.
+type noZtocFS struct{}
+
+func (noZtocFS) Mount(context.Context, string, map[string]string) error {
+	return fmt.Errorf("layer: %w", index.ErrNoZtoc)
+}
+func (noZtocFS) Check(context.Context, string, map[string]string) error {
+	return errors.New("not mounted")
+}
+func (noZtocFS) Unmount(context.Context, string) error { return nil }
+
+// TestLocalUnpackOutcome runs the local-unpack path end to end: the
+// snapshotter gets ErrNoZtoc, the daemon's unpacker pulls the layer from a
+// real registry, and containerd is told the layer already exists.
+func TestLocalUnpackOutcome(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the snapshotter mounts overlay")
+	}
+	l := pushLayer(t)
+	ctx := logtest.WithT(context.Background(), t)
+	sn, err := snapshot.New(ctx, t.TempDir(), noZtocFS{}, snapshot.WithUnpacker(testUnpacker()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sn.Close()
+	_, err = sn.Prepare(ctx, "extract-1 layer", "", snapshots.WithLabels(l.labels))
+	if !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("Prepare = %v, want AlreadyExists", err)
+	}
+	info, err := sn.Stat(ctx, "layer")
+	if err != nil || info.Labels[snapshot.LabelDecision] != string(snapshot.OutcomeLocalUnpack) {
+		t.Fatalf("Stat(layer) = %+v, %v", info, err)
+	}
+	mounts, err := sn.View(ctx, "view", "layer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFile(t, mounts, "etc/hello", "hello from the registry")
+}
