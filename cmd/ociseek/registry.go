@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/credentials"
+	"oras.land/oras-go/v2/registry/remote/retry"
+
+	orasremote "oras.land/oras-go/v2/registry/remote"
+)
+
+// registryFlags are the registry options shared by every verb that talks to
+// a registry.
+type registryFlags struct {
+	fs        *flag.FlagSet
+	plainHTTP bool
+	user      string
+	// client is made once per command so every repository of a run shares
+	// the token cache and the credential lookup.
+	client *auth.Client
+}
+
+// addRegistryFlags registers --plain-http and --user on fs.
+func addRegistryFlags(fs *flag.FlagSet) *registryFlags {
+	r := &registryFlags{fs: fs}
+	fs.BoolVar(&r.plainHTTP, "plain-http", false,
+		"talk HTTP, not HTTPS, to the registry (default: on for localhost and 127.0.0.0/8, off elsewhere)")
+	fs.StringVar(&r.user, "user", "",
+		"registry credentials as `USER:PASSWORD` (default: the docker config file and its credential helpers)")
+	return r
+}
+
+// plainHTTPFor says whether to use HTTP for host: as given by --plain-http
+// when it was set, else for loopback hosts only.
+func (r *registryFlags) plainHTTPFor(host string) bool {
+	set := false
+	r.fs.Visit(func(f *flag.Flag) { set = set || f.Name == "plain-http" })
+	if set {
+		return r.plainHTTP
+	}
+	return isLoopback(host)
+}
+
+func isLoopback(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// authClient returns the HTTP client with credentials: --user for every
+// registry, or the docker config file (DOCKER_CONFIG or ~/.docker) with its
+// credential helpers.
+func (r *registryFlags) authClient() (*auth.Client, error) {
+	if r.client != nil {
+		return r.client, nil
+	}
+	c := &auth.Client{Client: retry.DefaultClient, Cache: auth.NewCache(), Header: http.Header{"User-Agent": {"ociseek"}}}
+	if r.user != "" {
+		name, pass, ok := strings.Cut(r.user, ":")
+		if !ok || name == "" {
+			return nil, usagef("--user: want USER:PASSWORD")
+		}
+		cred := auth.Credential{Username: name, Password: pass}
+		c.Credential = func(context.Context, string) (auth.Credential, error) { return cred, nil }
+	} else {
+		store, err := credentials.NewStoreFromDocker(credentials.StoreOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("read docker credentials: %w", err)
+		}
+		c.Credential = credentials.Credential(store)
+	}
+	r.client = c
+	return c, nil
+}
+
+// repository returns the client of the repository named by ref
+// ("host/repo[:tag|@digest]") and the tag or digest part ("" when absent).
+func (r *registryFlags) repository(ref string) (*orasremote.Repository, string, error) {
+	repo, err := orasremote.NewRepository(ref)
+	if err != nil {
+		return nil, "", usagef("reference %q: %v", ref, err)
+	}
+	client, err := r.authClient()
+	if err != nil {
+		return nil, "", err
+	}
+	repo.Client = client
+	repo.PlainHTTP = r.plainHTTPFor(repo.Reference.Registry)
+	tagOrDigest := repo.Reference.Reference
+	return repo, tagOrDigest, nil
+}
+
+// factory adapts repository to index/discover's RepositoryFactory.
+func (r *registryFlags) factory(name string) (*orasremote.Repository, error) {
+	repo, _, err := r.repository(name)
+	return repo, err
+}
