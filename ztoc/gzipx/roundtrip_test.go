@@ -213,6 +213,20 @@ func TestConcatenatedMembers(t *testing.T) {
 	if heads[1].In != int64(len(gzipStd(t, a, 6)))+10 {
 		t.Fatalf("second member boundary at %d", heads[1].In)
 	}
+	// The window runs on across members: it is the stream's last 32 KiB.
+	inf := NewInflater(bytes.NewReader(z))
+	var windows [][]byte
+	inf.SetBoundaryFunc(func(b Boundary) {
+		if b.AfterHeader {
+			windows = append(windows, inf.Window(make([]byte, 5)))
+		}
+	})
+	if _, err := io.ReadAll(inf); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(windows[0], make([]byte, WindowSize)) || !bytes.Equal(windows[1], a[len(a)-WindowSize:]) {
+		t.Fatal("windows at member starts are not the preceding output")
+	}
 }
 
 // gzipHeader builds a member header with every optional field.
