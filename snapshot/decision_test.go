@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	snapshots "github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/core/snapshots/storage"
@@ -416,4 +417,20 @@ func TestStackedLayers(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(fsys.src, "lazy.txt")); string(b) != "served lazily" {
 		t.Errorf("container write reached the lazy layer: %q", b)
 	}
+}
+
+// slowFS blocks in Mount until its ctx ends, like a registry that hangs.
+type slowFS struct{ bindFS }
+
+func (f *slowFS) Mount(ctx context.Context, _ string, _ map[string]string) error {
+	<-ctx.Done()
+	return fmt.Errorf("resolve layer: %w", ctx.Err())
+}
+
+func TestMountTimeout(t *testing.T) {
+	h := newHarness(t, t.TempDir(), &slowFS{}, WithMountTimeout(50*time.Millisecond), WithUnpacker(dirUnpacker{}))
+	if _, err := h.unpackPrepare("layer-1", ""); !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("Prepare after a hung mount = %v, want the layer unpacked locally", err)
+	}
+	h.wantDecision("layer-1", OutcomeLocalUnpack, ReasonMountFailed)
 }

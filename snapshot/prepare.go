@@ -64,7 +64,7 @@ func (s *Snapshotter) prepareLayer(ctx context.Context, key, target string, snap
 	if s.lazyDisabled {
 		d = Decision{OutcomeOverlay, ReasonLazyDisabled}
 	} else {
-		mountErr := s.fs.Mount(ctx, s.upperPath(snap.ID), labels)
+		mountErr := s.mountLayer(ctx, s.upperPath(snap.ID), labels)
 		d = decide(mountErr, s.unpacker != nil)
 		if mountErr != nil {
 			log.G(ctx).WithError(mountErr).Debugf("layer not mounted lazily: %s (%s)", d.Outcome, d.Reason)
@@ -78,6 +78,16 @@ func (s *Snapshotter) prepareLayer(ctx context.Context, key, target string, snap
 	default:
 		return s.serveOverlay(ctx, key, snap, d)
 	}
+}
+
+// mountLayer asks the FileSystem to mount, within the mount timeout.
+func (s *Snapshotter) mountLayer(ctx context.Context, mp string, labels map[string]string) error {
+	if s.mountTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.mountTimeout)
+		defer cancel()
+	}
+	return s.fs.Mount(ctx, mp, labels)
 }
 
 // createSnapshot records a new snapshot and builds its directory under a

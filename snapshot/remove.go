@@ -2,7 +2,9 @@ package snapshot
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	iofs "io/fs"
 	"os"
 	"path/filepath"
 
@@ -125,9 +127,11 @@ func (s *Snapshotter) removeDir(ctx context.Context, dir string) {
 // left by a previous run, or a dead FUSE server).
 func (s *Snapshotter) unmount(ctx context.Context, mp string) error {
 	mounted, err := mountinfo.Mounted(mp)
-	if err != nil || !mounted {
+	if errors.Is(err, iofs.ErrNotExist) || (err == nil && !mounted) {
 		return nil // missing or plain directory: nothing to release
 	}
+	// Any other error (ENOTCONN from a dead FUSE server, typically) means
+	// something is mounted there: go on and release it.
 	fsErr := s.fs.Unmount(ctx, mp)
 	if mounted, _ := mountinfo.Mounted(mp); !mounted {
 		return nil

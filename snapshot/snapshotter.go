@@ -34,6 +34,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	snapshots "github.com/containerd/containerd/v2/core/snapshots"
@@ -94,6 +95,7 @@ type Snapshotter struct {
 	lazyDisabled bool
 	asyncRemove  bool
 	mountOptions []string
+	mountTimeout time.Duration
 	metrics      *metrics
 }
 
@@ -110,6 +112,7 @@ type options struct {
 	allowInvalid bool
 	registerer   prometheus.Registerer
 	mountOptions []string
+	mountTimeout time.Duration
 }
 
 // Opt configures a Snapshotter.
@@ -147,6 +150,20 @@ func AllowInvalidMountsOnRestart() Opt {
 // WithRegisterer registers the snapshotter's metrics on reg.
 func WithRegisterer(reg prometheus.Registerer) Opt {
 	return func(o *options) error { o.registerer = reg; return nil }
+}
+
+// WithMountTimeout bounds each FileSystem.Mount of an unpack Prepare; a
+// mount that takes longer is cancelled through its ctx and the layer is
+// served another way. Zero (the default) means no bound beyond the
+// caller's ctx.
+func WithMountTimeout(d time.Duration) Opt {
+	return func(o *options) error {
+		if d < 0 {
+			return fmt.Errorf("negative mount timeout %s", d)
+		}
+		o.mountTimeout = d
+		return nil
+	}
 }
 
 // WithMountOptions adds options to every overlay mount.
@@ -187,6 +204,7 @@ func New(ctx context.Context, root string, fsys FileSystem, opts ...Opt) (_ *Sna
 		lazyDisabled: o.lazyDisabled,
 		asyncRemove:  o.asyncRemove,
 		mountOptions: overlayOptions(ctx, root, o.mountOptions),
+		mountTimeout: o.mountTimeout,
 		metrics:      m,
 	}
 	defer func() {

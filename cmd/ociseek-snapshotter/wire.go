@@ -29,7 +29,10 @@ func newSnapshotter(ctx context.Context, cfg *config.Config, reg prometheus.Regi
 	if err != nil {
 		return nil, err
 	}
-	opts := []snapshot.Opt{snapshot.WithRegisterer(reg)}
+	opts := []snapshot.Opt{
+		snapshot.WithRegisterer(reg),
+		snapshot.WithMountTimeout(cfg.FUSE.MountTimeout.Duration),
+	}
 	if !cfg.Snapshotter.Lazy {
 		opts = append(opts, snapshot.DisableLazy())
 	}
