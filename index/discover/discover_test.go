@@ -2,6 +2,7 @@ package discover
 
 import (
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,6 +42,27 @@ func TestFindV1(t *testing.T) {
 				if digest.FromBytes(raw) != zd.Digest || len(z.TOC) != 1 {
 					t.Fatalf("layer %d: zTOC %d entries", i, len(z.TOC))
 				}
+			}
+			// Concurrent lookups share one cached answer.
+			var wg sync.WaitGroup
+			errs := make(chan error, 8)
+			for i := 0; i < 8; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					_, err := d.LayerZtoc(ctxT(t), ref, img.manifest.Digest, "", digest.FromBytes(img.layers[i%2]))
+					errs <- err
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatalf("LayerZtoc: %v", err)
+				}
+			}
+			if _, err := d.LayerZtoc(ctxT(t), ref, img.manifest.Digest, "", digest.FromString("x")); !errors.Is(err, index.ErrNoZtoc) {
+				t.Fatalf("LayerZtoc(other layer) err = %v, want ErrNoZtoc", err)
 			}
 		})
 	}

@@ -159,3 +159,21 @@ func (d *Discoverer) fetchBlob(ctx context.Context, name string, desc ocispec.De
 	}
 	return b, nil
 }
+
+// LayerZtoc finds the index of the image manifest (as Find does, cached) and
+// returns the decoded zTOC of one of its layers. It returns an error
+// wrapping index.ErrNoIndex when the image has no index and index.ErrNoZtoc
+// when the index does not cover the layer, so that callers can choose to
+// fetch the layer whole.
+func (d *Discoverer) LayerZtoc(ctx context.Context, imageRef string, manifest, explicitIndex, layer digest.Digest) (*ztoc.Ztoc, error) {
+	res, err := d.Find(ctx, imageRef, manifest, explicitIndex)
+	if err != nil {
+		return nil, err
+	}
+	zd, err := res.Index.ZtocFor(layer)
+	if err != nil {
+		return nil, fmt.Errorf("SOCI index %s of %s: %w", res.Descriptor.Digest, imageRef, err)
+	}
+	z, _, err := d.FetchZtoc(ctx, imageRef, zd)
+	return z, err
+}

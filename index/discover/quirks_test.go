@@ -201,6 +201,7 @@ func TestBadContent(t *testing.T) {
 				t.Fatalf("err = %v: broken content must not read as 'no index'", err)
 			}
 			msg := err.Error()
+			t.Log(msg)
 			if !strings.Contains(msg, hostOfServer(srv)+"/app") || !strings.Contains(msg, c.step) {
 				t.Fatalf("err = %q, want it to name %s/app and %q", msg, hostOfServer(srv), c.step)
 			}
