@@ -112,7 +112,14 @@ func (d *decoder) fast() int {
 			res = fastFar
 			break
 		}
-		copyMatch(out, op, dist, length)
+		if dist >= 8 && length <= 16 {
+			// The most common match, copied inline in two words.
+			src := op - dist
+			binary.LittleEndian.PutUint64(out[op:], binary.LittleEndian.Uint64(out[src:]))
+			binary.LittleEndian.PutUint64(out[op+8:], binary.LittleEndian.Uint64(out[src+8:]))
+		} else {
+			copyMatch(out, op, dist, length)
+		}
 		op += length
 	}
 	d.bits, d.nbits, d.pos, d.op = bits, nbits, pos, op
