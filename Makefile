@@ -27,6 +27,9 @@ tools:
 	@mkdir -p $(OCISEEK_TOOLS_BIN)
 	cd tools/registry && $(GO) build -o $(OCISEEK_TOOLS_BIN)/registry github.com/distribution/distribution/v3/cmd/registry
 	cd tools/olareg && $(GO) build -o $(OCISEEK_TOOLS_BIN)/olareg github.com/olareg/olareg/cmd/olareg
+	# no_btrfs: Debian has no btrfs headers and we never use that snapshotter.
+	cd tools/containerd && $(GO) build -tags no_btrfs -o $(OCISEEK_TOOLS_BIN)/ \
+	  github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr
 
 # test: unit and integration tests. -timeout turns a hang into a goroutine dump.
 test: tools build
