@@ -53,10 +53,7 @@ type hashCmd struct {
 func buildGzip(ctx context.Context, r io.Reader, opts BuildOptions) (*Ztoc, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	dataCh := make(chan []byte, dataBufs)
-	free := make(chan []byte, dataBufs)
-	for range dataBufs {
-		free <- make([]byte, dataBufSize)
-	}
+	free := make(chan []byte, dataBufs) // filled lazily by the inflater
 	hashCh := make(chan hashCmd, hashQueue)
 
 	inf := &gzipIndexer{ctx: gctx, spanSize: opts.SpanSize, src: &pendingReader{r: r}, hashCh: hashCh}
@@ -191,10 +188,14 @@ type pendingReader struct {
 	pos       int64
 	pendStart int64
 	pending   []byte
+	nextSlab  int // size of the next slab; grows to slabSize
 }
 
-// slabSize is the size of the buffers holding pending compressed bytes.
-const slabSize = 4 << 20
+// Slabs start small, so small layers stay cheap, and double up to slabSize.
+const (
+	firstSlabSize = 64 << 10
+	slabSize      = 4 << 20
+)
 
 func (p *pendingReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
@@ -202,7 +203,8 @@ func (p *pendingReader) Read(b []byte) (int, error) {
 		if len(p.pending)+n > maxPending {
 			return n, fmt.Errorf("deflate block at compressed offset %d spans more than %d bytes", p.pendStart, maxPending)
 		}
-		slab := make([]byte, len(p.pending), max(slabSize, 2*(len(p.pending)+n)))
+		p.nextSlab = min(max(2*p.nextSlab, firstSlabSize), slabSize)
+		slab := make([]byte, len(p.pending), max(p.nextSlab, 2*(len(p.pending)+n)))
 		copy(slab, p.pending)
 		p.pending = slab
 	}
@@ -229,6 +231,7 @@ type gzipIndexer struct {
 	hashCh      chan<- hashCmd
 	inf         *gzipx.Inflater
 	checkpoints []Checkpoint
+	allocated   int   // data buffers made so far
 	err         error // first error from the boundary callback
 }
 
@@ -238,11 +241,9 @@ func (x *gzipIndexer) run(dataCh chan<- []byte, free <-chan []byte) error {
 	x.inf = gzipx.NewInflater(x.src)
 	x.inf.SetBoundaryFunc(x.boundary)
 	for {
-		var buf []byte
-		select {
-		case buf = <-free:
-		case <-x.ctx.Done():
-			return x.ctx.Err()
+		buf, err := x.nextBuf(free)
+		if err != nil {
+			return err
 		}
 		n, err := fillFrom(x.inf, buf)
 		if x.err != nil {
@@ -261,6 +262,26 @@ func (x *gzipIndexer) run(dataCh chan<- []byte, free <-chan []byte) error {
 		if err != nil {
 			return fmt.Errorf("inflate at compressed offset %d: %w", x.src.pos, err)
 		}
+	}
+}
+
+// nextBuf returns a free data buffer, allocating up to dataBufs of them
+// only as the tar parser falls behind, so small layers stay cheap.
+func (x *gzipIndexer) nextBuf(free <-chan []byte) ([]byte, error) {
+	select {
+	case b := <-free:
+		return b, nil
+	default:
+	}
+	if x.allocated < dataBufs {
+		x.allocated++
+		return make([]byte, dataBufSize), nil
+	}
+	select {
+	case b := <-free:
+		return b, nil
+	case <-x.ctx.Done():
+		return nil, x.ctx.Err()
 	}
 }
 
