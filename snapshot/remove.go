@@ -126,20 +126,28 @@ func (s *Snapshotter) removeDir(ctx context.Context, dir string) {
 // with a lazy unmount if the FileSystem does not know the mount (a mount
 // left by a previous run, or a dead FUSE server).
 func (s *Snapshotter) unmount(ctx context.Context, mp string) error {
-	mounted, err := mountinfo.Mounted(mp)
-	if errors.Is(err, iofs.ErrNotExist) || (err == nil && !mounted) {
-		return nil // missing or plain directory: nothing to release
+	if !isMounted(mp) {
+		return nil
 	}
-	// Any other error (ENOTCONN from a dead FUSE server, typically) means
-	// something is mounted there: go on and release it.
 	fsErr := s.fs.Unmount(ctx, mp)
-	if mounted, _ := mountinfo.Mounted(mp); !mounted {
+	if !isMounted(mp) {
 		return nil
 	}
 	if err := mount.UnmountAll(mp, unix.MNT_DETACH); err != nil {
 		return fmt.Errorf("unmount %s: %w (file system said: %v)", mp, err, fsErr)
 	}
 	return nil
+}
+
+// isMounted reports whether something is mounted on mp. An error other
+// than "does not exist" (ENOTCONN from a dead FUSE server, typically)
+// counts as mounted: something is there and must be released.
+func isMounted(mp string) bool {
+	mounted, err := mountinfo.Mounted(mp)
+	if errors.Is(err, iofs.ErrNotExist) {
+		return false
+	}
+	return err != nil || mounted
 }
 
 // UnmountAll unmounts every lazy layer. The daemon calls it when asked to

@@ -46,8 +46,34 @@ func requireRoot(t *testing.T) {
 // unindexed image takes.
 func TestSnapshotterSuiteOverlay(t *testing.T) {
 	requireRoot(t)
+	t.Parallel()
 	// The suite keys known backend limits on the name: ours is overlayfs
 	// underneath, so directory renames in lower layers are not expected
 	// (no redirect_dir), exactly as for containerd's own overlay plugin.
 	testsuite.SnapshotterSuite(t, "overlayfs", suiteFactory(failingFS{}))
 }
+
+// TestSnapshotterSuiteFSUntouched runs the suite a second time with a
+// FileSystem that fails the test when called. The suite's Prepares carry
+// no target label, so this leg shows that snapshots other than layer
+// unpacks never reach the FileSystem.
+// The lazy outcome itself is covered by the decision tests; the leg with
+// the real FUSE file system belongs with the fs package's wiring.
+func TestSnapshotterSuiteFSUntouched(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	testsuite.SnapshotterSuite(t, "overlayfs", suiteFactory(&neverFS{t: t}))
+}
+
+// neverFS fails the test if the snapshotter calls it.
+type neverFS struct{ t *testing.T }
+
+func (f *neverFS) Mount(context.Context, string, map[string]string) error {
+	f.t.Error("FileSystem.Mount called for a snapshot that is not a layer unpack")
+	return nil
+}
+func (f *neverFS) Check(context.Context, string, map[string]string) error {
+	f.t.Error("FileSystem.Check called, but no snapshot is lazy")
+	return nil
+}
+func (f *neverFS) Unmount(context.Context, string) error { return nil }
