@@ -11,10 +11,11 @@ import (
 	"github.com/ociseek/ociseek/ztoc/gzipx"
 )
 
-// prefixSlack is added to the estimated compressed prefix: deflate emits a
-// block's bytes only after its header and tables, and the estimate assumes
-// the span compresses evenly.
-const prefixSlack = 16 << 10
+// prefixSlack is added to twice the estimated compressed prefix: deflate
+// emits a block's bytes only after its header and tables, and the estimate
+// assumes the span compresses evenly. A second request costs a round trip
+// (several ms against a real registry), so erring long is cheaper.
+const prefixSlack = 64 << 10
 
 // usePrefix reports whether a read of span id up to needEnd (offset within
 // the span) may be answered from an unverified prefix.
@@ -40,7 +41,7 @@ func (m *Manager) readPrefix(ctx context.Context, id ztoc.SpanID, dst []byte, of
 	need := off + int64(len(dst))
 	ratio := float64(s.CompressedSize()) / float64(s.UncompressedSize())
 	src := &prefixSource{m: m, ctx: ctx, pos: s.CompressedStart, end: s.CompressedEnd,
-		chunk: int64(float64(need)*ratio) + prefixSlack}
+		chunk: 2*int64(float64(need)*ratio) + prefixSlack}
 	defer src.close()
 	out, err := inflatePrefix(src, s, need)
 	m.metrics.BytesFetched.WithLabelValues(ReasonPrefix).Add(float64(src.fetched))
