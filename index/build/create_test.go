@@ -137,3 +137,26 @@ func TestCreateRace(t *testing.T) {
 		}
 	})
 }
+
+// TestCreateIndexRepo publishes the index (and its zTOCs) to a separate
+// repository: the image repository gets nothing, the index repository
+// lists the index for the image's manifest digest.
+func TestCreateIndexRepo(t *testing.T) {
+	forEachRegistry(t, func(t *testing.T, reg *regtest.Registry) {
+		ctx := testContext(t)
+		img := reg.PushImage(t, "img", [][]byte{tarGz(t, 30, 3)}, nil)
+		res, err := build.Create(ctx, reg.Repository(t, "img"), "latest", reg.Repository(t, "indices"),
+			build.CreateOptions{Options: build.Options{SpanSize: testSpan}, Publish: fastPublish})
+		if err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+		if found := referrers(t, reg, "indices", img); !has(found, res[0].Index.Digest) {
+			t.Errorf("index repository lists %v, want %s", found, res[0].Index.Digest)
+		}
+		if found := referrers(t, reg, "img", img); len(found) != 0 {
+			t.Errorf("image repository lists %v, want nothing", found)
+		}
+		m := fetchSociIndex(t, reg.Repository(t, "indices"), res[0].Index)
+		fetchZtoc(t, reg.Repository(t, "indices"), m.Layers[0])
+	})
+}
