@@ -40,6 +40,9 @@ type command struct {
 // value; a new verb adds one line here.
 func commands() []command {
 	return []command{
+		createCommand(),
+		convertCommand(),
+		indexCommand(),
 		ztocCommand(),
 	}
 }
