@@ -6,11 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
-
-	"github.com/ociseek/ociseek/ztoc/gzipx"
 )
 
 // The gzip build runs as three goroutines joined by bounded channels, so
@@ -56,7 +55,8 @@ func buildGzip(ctx context.Context, r io.Reader, opts BuildOptions) (*Ztoc, erro
 	free := make(chan []byte, dataBufs) // filled lazily by the inflater
 	hashCh := make(chan hashCmd, hashQueue)
 
-	inf := &gzipIndexer{ctx: gctx, spanSize: opts.SpanSize, src: &pendingReader{r: r}, hashCh: hashCh}
+	progress := &tarProgress{changed: make(chan struct{}, 1)}
+	inf := &gzipIndexer{ctx: gctx, spanSize: opts.SpanSize, src: &pendingReader{r: r}, hashCh: hashCh, progress: progress}
 	var (
 		toc     []FileMetadata
 		tarSize int64
@@ -69,7 +69,7 @@ func buildGzip(ctx context.Context, r io.Reader, opts BuildOptions) (*Ztoc, erro
 	})
 	g.Go(func() error {
 		var err error
-		toc, tarSize, err = readTOCFromChunks(gctx, dataCh, free)
+		toc, tarSize, err = readTOCFromChunks(gctx, dataCh, free, progress)
 		return err
 	})
 	g.Go(func() error {
@@ -117,12 +117,13 @@ func hashSpans(hashCh <-chan hashCmd) []digest.Digest {
 // readTOCFromChunks parses the tar stream arriving as chunks on dataCh and
 // then drains the channel, so the inflater always runs to the end of the
 // blob (the trailer check and the last span digest need it).
-func readTOCFromChunks(ctx context.Context, dataCh <-chan []byte, free chan<- []byte) ([]FileMetadata, int64, error) {
-	cr := &chunkReader{ctx: ctx, ch: dataCh, free: free}
+func readTOCFromChunks(ctx context.Context, dataCh <-chan []byte, free chan<- []byte, p *tarProgress) ([]FileMetadata, int64, error) {
+	cr := &chunkReader{ctx: ctx, ch: dataCh, free: free, progress: p}
 	toc, size, err := readTOC(ctx, cr)
 	if err != nil {
 		return nil, 0, err
 	}
+	p.set(size, true)
 	for b := range dataCh {
 		free <- b[:cap(b)]
 	}
@@ -138,6 +139,9 @@ type chunkReader struct {
 	cur  []byte
 	buf  []byte
 	skip int64 // bytes to drop before the next read
+
+	progress *tarProgress
+	consumed int64 // bytes handed out or skipped
 }
 
 // Seek skips forward; the skip happens lazily on the next Read, which
@@ -148,6 +152,8 @@ func (c *chunkReader) Seek(offset int64, whence int) (int64, error) {
 		return -1, errors.ErrUnsupported
 	}
 	c.skip += offset
+	c.consumed += offset
+	c.progress.set(c.consumed, false)
 	return 0, nil
 }
 
@@ -173,7 +179,47 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 	}
 	n := copy(p, c.cur)
 	c.cur = c.cur[n:]
+	c.consumed += int64(n)
+	c.progress.set(c.consumed, false)
 	return n, nil
+}
+
+// tarProgress tells the inflater how far the tar parser has got, so that no
+// checkpoint lands past the end of the archive.
+type tarProgress struct {
+	consumed atomic.Int64  // tar bytes the parser consumed (skips included)
+	done     atomic.Bool   // the parser reached the end; consumed is final
+	changed  chan struct{} // capacity 1: signalled after every change
+}
+
+func (p *tarProgress) set(consumed int64, done bool) {
+	p.consumed.Store(consumed)
+	if done {
+		p.done.Store(true)
+	}
+	select {
+	case p.changed <- struct{}{}:
+	default:
+	}
+}
+
+// reaches waits until the parser has either consumed out bytes (the tar
+// runs at least that far) or ended before them, and says which.
+func (p *tarProgress) reaches(ctx context.Context, out int64) (bool, error) {
+	for {
+		done := p.done.Load()
+		if p.consumed.Load() >= out {
+			return true, nil
+		}
+		if done {
+			return false, nil
+		}
+		select {
+		case <-p.changed:
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
 }
 
 // pendingReader reads the blob and keeps the bytes read but not yet handed
@@ -221,138 +267,4 @@ func (p *pendingReader) cut(to int64) []byte {
 	p.pending = p.pending[k:]
 	p.pendStart += int64(k)
 	return out
-}
-
-// gzipIndexer drives the inflater and places checkpoints.
-type gzipIndexer struct {
-	ctx         context.Context
-	spanSize    int64
-	src         *pendingReader
-	hashCh      chan<- hashCmd
-	inf         *gzipx.Inflater
-	checkpoints []Checkpoint
-	allocated   int   // data buffers made so far
-	err         error // first error from the boundary callback
-}
-
-// run inflates the whole blob, sending tar bytes on dataCh in buffers taken
-// from free.
-func (x *gzipIndexer) run(dataCh chan<- []byte, free <-chan []byte) error {
-	x.inf = gzipx.NewInflater(x.src)
-	x.inf.SetBoundaryFunc(x.boundary)
-	for {
-		buf, err := x.nextBuf(free)
-		if err != nil {
-			return err
-		}
-		n, err := fillFrom(x.inf, buf)
-		if x.err != nil {
-			return x.err
-		}
-		if n > 0 {
-			select {
-			case dataCh <- buf[:n]:
-			case <-x.ctx.Done():
-				return x.ctx.Err()
-			}
-		}
-		if err == io.EOF {
-			return x.finish()
-		}
-		if err != nil {
-			return fmt.Errorf("inflate at compressed offset %d: %w", x.src.pos, err)
-		}
-	}
-}
-
-// nextBuf returns a free data buffer, allocating up to dataBufs of them
-// only as the tar parser falls behind, so small layers stay cheap.
-func (x *gzipIndexer) nextBuf(free <-chan []byte) ([]byte, error) {
-	select {
-	case b := <-free:
-		return b, nil
-	default:
-	}
-	if x.allocated < dataBufs {
-		x.allocated++
-		return make([]byte, dataBufSize), nil
-	}
-	select {
-	case b := <-free:
-		return b, nil
-	case <-x.ctx.Done():
-		return nil, x.ctx.Err()
-	}
-}
-
-// fillFrom reads until buf is at least half full, so chunks stay large even
-// though the inflater returns at every block boundary.
-func fillFrom(r io.Reader, buf []byte) (int, error) {
-	n := 0
-	for n < len(buf)/2 {
-		k, err := r.Read(buf[n:])
-		n += k
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
-}
-
-// finish closes the last span at the end of the blob: whatever follows the
-// inflater's last read (nothing, for a well-formed gzip file) is part of it.
-func (x *gzipIndexer) finish() error {
-	if len(x.checkpoints) == 0 {
-		return fmt.Errorf("gzip stream has no deflate block: %w", ErrInvalid)
-	}
-	if _, err := io.Copy(io.Discard, x.src); err != nil {
-		return fmt.Errorf("read layer after gzip stream: %w", err)
-	}
-	return x.send(hashCmd{data: x.src.cut(x.src.pos), finish: true})
-}
-
-func (x *gzipIndexer) send(c hashCmd) error {
-	select {
-	case x.hashCh <- c:
-		return nil
-	case <-x.ctx.Done():
-		return x.ctx.Err()
-	}
-}
-
-// boundary is called by the inflater at every deflate block boundary. It
-// applies the reference placement rule (soci-format.md §3.4): a checkpoint
-// at the first boundary, then at the first boundary not inside a member's
-// last block where more than spanSize bytes have come out since the last
-// checkpoint. (The reference's test is out == 0 rather than "first"; they
-// differ only for a stream whose first block is empty, where the reference
-// would make two checkpoints at out 0, which no reader accepts.)
-func (x *gzipIndexer) boundary(b gzipx.Boundary) {
-	if x.err != nil {
-		return
-	}
-	first := len(x.checkpoints) == 0
-	if b.LastBlock || !(first || b.Out-x.checkpoints[len(x.checkpoints)-1].Out > x.spanSize) {
-		// Not a span start; everything before In−1 surely belongs to the
-		// current span, since the next one starts at In'−1 ≥ In−1.
-		if !first && b.In-1 > x.src.pendStart {
-			x.err = x.send(hashCmd{data: x.src.cut(b.In - 1)})
-		}
-		return
-	}
-	cp := Checkpoint{In: b.In, Out: b.Out, Bits: b.Bits, Window: x.inf.Window(make([]byte, 0, WindowSize))}
-	if len(cp.Window) != WindowSize {
-		x.err = fmt.Errorf("inflater window of %d bytes at checkpoint %d: %w", len(cp.Window), len(x.checkpoints), ErrInvalid)
-		return
-	}
-	x.checkpoints = append(x.checkpoints, cp)
-	start := b.In
-	if b.Bits != 0 {
-		start--
-	}
-	if first {
-		x.src.cut(start) // the gzip header belongs to no span
-		return
-	}
-	x.err = x.send(hashCmd{data: x.src.cut(b.In), finish: true, carryLast: b.Bits != 0})
 }

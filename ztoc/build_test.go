@@ -335,3 +335,32 @@ func TestBuildFixtureDefaultTool(t *testing.T) {
 		t.Errorf("default span size %d", z.Gzip.SpanSize)
 	}
 }
+
+// TestBuildPaddedArchive covers a tar followed by padding (GNU tar pads to
+// 10 KiB records; some tools append more): block boundaries in the padding
+// must not become checkpoints past the archive's end, and the last span
+// still runs to the end of the blob.
+func TestBuildPaddedArchive(t *testing.T) {
+	tarball, files := makeTar(t, 6, 5, 3000)
+	padded := append(bytes.Clone(tarball), make([]byte, 20000)...)
+	var buf bytes.Buffer
+	w := gzip.NewWriter(&buf)
+	for i := 0; i < len(padded); i += 1000 {
+		_, err := w.Write(padded[i:min(i+1000, len(padded))])
+		must(t, err)
+		must(t, w.Flush()) // a block boundary every 1000 bytes
+	}
+	must(t, w.Close())
+	z := checkRoundTrip(t, buf.Bytes(), 4096, files)
+	if z.UncompressedArchiveSize != int64(len(tarball)) {
+		t.Errorf("archive size %d, want %d", z.UncompressedArchiveSize, len(tarball))
+	}
+	last, err := z.Span(z.MaxSpanID)
+	must(t, err)
+	if last.UncompressedStart > int64(len(tarball)) || last.CompressedEnd != int64(buf.Len()) {
+		t.Errorf("last span %+v for a %d-byte tar in a %d-byte blob", last, len(tarball), buf.Len())
+	}
+	if sum := sha256.Sum256(buf.Bytes()[last.CompressedStart:]); string(last.Digest) != fmt.Sprintf("sha256:%x", sum) {
+		t.Error("last span digest does not cover the padding")
+	}
+}
