@@ -363,4 +363,9 @@ func TestBuildPaddedArchive(t *testing.T) {
 	if sum := sha256.Sum256(buf.Bytes()[last.CompressedStart:]); string(last.Digest) != fmt.Sprintf("sha256:%x", sum) {
 		t.Error("last span digest does not cover the padding")
 	}
+	// The same padded tar, uncompressed: spans cover the whole blob.
+	z = checkRoundTrip(t, padded, 4096, files)
+	if z.UncompressedArchiveSize != int64(len(tarball)) || z.Tar.Size != int64(len(padded)) {
+		t.Errorf("plain padded tar: archive size %d, blob %d", z.UncompressedArchiveSize, z.Tar.Size)
+	}
 }

@@ -239,7 +239,8 @@ func (r *Reader) span(ctx context.Context, id SpanID) ([]byte, error) {
 	return b, nil
 }
 
-// errNotRegular is wrapped by FileReader errors for entries without data.
+// errNotRegular is wrapped by Open errors for entries without file data
+// (symlinks, directories, devices).
 var errNotRegular = errors.New("not a regular file")
 
 // Open returns a reader of the content of the regular file (or of the file
