@@ -106,11 +106,11 @@ func (d *decoder) boundary(afterHeader bool) {
 // readInput refills the input buffer from src once all of it is in the bit
 // buffer. It returns io.EOF when src is drained.
 func (d *decoder) readInput() error {
-	if d.srcErr != nil {
-		return d.srcErr
-	}
 	if d.pos < len(d.in) {
 		return nil
+	}
+	if d.srcErr != nil {
+		return d.srcErr
 	}
 	d.inBase += int64(d.pos)
 	d.pos = 0
