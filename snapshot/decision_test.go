@@ -434,3 +434,35 @@ func TestMountTimeout(t *testing.T) {
 	}
 	h.wantDecision("layer-1", OutcomeLocalUnpack, ReasonMountFailed)
 }
+
+// TestConcurrentUnpacksOfOneLayer: containerd may unpack the same layer
+// for two pulls at once. Every caller must hear AlreadyExists, one layer
+// must be committed, and the losers' mounts and directories must go.
+func TestConcurrentUnpacksOfOneLayer(t *testing.T) {
+	fsys := newBindFS(t, nil)
+	h := newHarness(t, t.TempDir(), fsys)
+	const n = 6
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			labels := map[string]string{snapshots.LabelSnapshotRef: "layer-1"}
+			_, err := h.sn.Prepare(h.ctx, fmt.Sprintf("extract-%d layer-1", i), "", snapshots.WithLabels(labels))
+			errs <- err
+		}()
+	}
+	for i := 0; i < n; i++ {
+		if err := <-errs; !errdefs.IsAlreadyExists(err) {
+			t.Errorf("Prepare = %v, want AlreadyExists", err)
+		}
+	}
+	if got := h.count(OutcomeLazy, ReasonMounted); got != 1 {
+		t.Errorf("lazy decisions counted = %v, want 1", got)
+	}
+	if err := h.sn.Cleanup(h.ctx); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(h.sn.snapshotsDir())
+	if len(entries) != 1 || len(fsys.mounts) != 1 {
+		t.Errorf("after the race: %d snapshot dirs, %d mounts; want 1 and 1", len(entries), len(fsys.mounts))
+	}
+}
