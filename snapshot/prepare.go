@@ -60,6 +60,7 @@ func (s *Snapshotter) View(ctx context.Context, key, parent string, opts ...snap
 // serves it. Mount runs outside any transaction (it may take seconds).
 func (s *Snapshotter) prepareLayer(ctx context.Context, key, target string, snap storage.Snapshot, labels map[string]string) ([]mount.Mount, error) {
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("target", target))
+	log.G(ctx).WithField("labels", labels).Debug("layer unpack")
 	var d Decision
 	if s.lazyDisabled {
 		d = Decision{OutcomeOverlay, ReasonLazyDisabled}
