@@ -43,6 +43,8 @@ func commands() []command {
 		createCommand(),
 		convertCommand(),
 		indexCommand(),
+		pullCommand(),
+		explainCommand(),
 		ztocCommand(),
 	}
 }

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/image-spec/identity"
+
+	"github.com/ociseek/ociseek/snapshot"
+)
+
+const explainDescription = `
+Tells, for each layer of the image REF (already pulled into containerd), how
+the ociseek snapshotter serves it and why, from the labels the snapshotter
+recorded on the layer's snapshot:
+
+  lazy          mounted over FUSE; file bytes are fetched from the registry
+                when read
+  local-unpack  the image is indexed but this layer has no zTOC (typically
+                a small layer), so the daemon downloaded and unpacked it
+  overlay       not served lazily (for instance, the image has no SOCI
+                index); containerd downloaded and unpacked it
+
+Columns: layer number (bottom first), layer digest, compressed size, path,
+reason code, and the reason in words.`
+
+func explainCommand() command {
+	return command{
+		name:    "explain",
+		summary: "tell for each layer of a pulled image whether it is lazy, and why",
+		run:     runExplain,
+	}
+}
+
+func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("explain", "[flags] REF", explainDescription, stderr)
+	cf := addContainerdFlags(fs)
+	pos, err := parseArgs(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	client, ctx, err := cf.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	img, err := client.GetImage(ctx, pos[0])
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return fmt.Errorf("image %s is not in containerd namespace %s (pull it with 'ociseek pull'): %w", pos[0], cf.namespace, err)
+		}
+		return fmt.Errorf("image %s: %w", pos[0], err)
+	}
+	return explainImage(ctx, client, img, cf.snapshotter, stdout)
+}
+
+// explainImage prints one line per layer of img with the decision the
+// snapshotter recorded on the layer's committed snapshot.
+func explainImage(ctx context.Context, client *containerd.Client, img containerd.Image, snapshotter string, w io.Writer) error {
+	manifest, err := images.Manifest(ctx, client.ContentStore(), img.Target(), img.Platform())
+	if err != nil {
+		return fmt.Errorf("manifest of %s: %w", img.Name(), err)
+	}
+	diffIDs, err := img.RootFS(ctx)
+	if err != nil {
+		return fmt.Errorf("config of %s: %w", img.Name(), err)
+	}
+	if len(diffIDs) != len(manifest.Layers) {
+		return fmt.Errorf("image %s: %d layers in the manifest but %d in the config", img.Name(), len(manifest.Layers), len(diffIDs))
+	}
+	chainIDs := identity.ChainIDs(diffIDs)
+	sn := client.SnapshotService(snapshotter)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "LAYER\tDIGEST\tSIZE\tPATH\tREASON\tWHY")
+	for i, layer := range manifest.Layers {
+		path, reason := "not-unpacked", ""
+		info, err := sn.Stat(ctx, chainIDs[i].String())
+		switch {
+		case errdefs.IsNotFound(err):
+		case err != nil:
+			return fmt.Errorf("snapshot of layer %d (%s): %w", i+1, layer.Digest, err)
+		default:
+			path, reason = info.Labels[snapshot.LabelDecision], info.Labels[snapshot.LabelDecisionReason]
+			if path == "" {
+				path = "unknown"
+			}
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", i+1, layer.Digest, humanSize(layer.Size), path, orDash(reason), why(path, reason))
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write explanation: %w", err)
+	}
+	return nil
+}
+
+// why puts a decision into words for the user.
+func why(path, reason string) string {
+	switch snapshot.Reason(reason) {
+	case snapshot.ReasonMounted:
+		return "indexed: files are fetched from the registry when read"
+	case snapshot.ReasonLazyDisabled:
+		return "lazy loading is turned off in the daemon's configuration"
+	case snapshot.ReasonNoIndex:
+		return "the image has no SOCI index"
+	case snapshot.ReasonNoZtoc:
+		if path == string(snapshot.OutcomeLocalUnpack) {
+			return "the index has no zTOC for this layer (too small?): unpacked by the daemon"
+		}
+		return "the index has no zTOC for this layer (too small?)"
+	case snapshot.ReasonMountFailed:
+		return "the lazy mount failed (see the daemon log)"
+	case snapshot.ReasonNoUnpacker:
+		return "no zTOC and local unpacking is off: pulled by containerd"
+	case snapshot.ReasonUnpackFailed:
+		return "local unpacking failed: pulled by containerd"
+	}
+	switch path {
+	case "not-unpacked":
+		return "no snapshot on this snapshotter (pulled with another one?)"
+	case "unknown":
+		return "the snapshot has no ociseek decision labels"
+	}
+	return "-"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// humanSize formats n bytes with a binary unit.
+func humanSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

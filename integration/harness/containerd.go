@@ -1,0 +1,178 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// startTimeout bounds how long containerd or the daemon may take to come up.
+const startTimeout = 60 * time.Second
+
+// Namespace is the containerd namespace the harness uses.
+const Namespace = "ociseek-test"
+
+// ContainerdOptions selects what the containerd configuration enables.
+type ContainerdOptions struct {
+	// SociSocket is the daemon's socket; containerd reaches it as the proxy
+	// snapshotter "soci". Empty: no proxy snapshotter.
+	SociSocket string
+	// SociRoot is the daemon's root, exported to containerd (and kubelet) as
+	// the snapshotter's root.
+	SociRoot string
+	// CRI enables the CRI plugin with "soci" as its snapshotter and snapshot
+	// annotations on (disable_snapshot_annotations = false), as a Kubernetes
+	// node would run it. Off, the plugin is disabled so containerd starts
+	// faster.
+	CRI bool
+}
+
+// Containerd is a containerd process with private root, state and sockets.
+type Containerd struct {
+	*Process
+	// Dir holds the configuration, root, state and sockets.
+	Dir string
+	// Address is the gRPC socket.
+	Address string
+	// Root is containerd's root directory.
+	Root string
+
+	ctr string // path of the ctr binary
+}
+
+// StartContainerd starts containerd from tools with a configuration written
+// under dir and waits until it answers; t.Cleanup stops it (by PID) and
+// unmounts whatever it left under dir.
+func StartContainerd(t T, tools Tools, dir string, opts ContainerdOptions) *Containerd {
+	t.Helper()
+	c := &Containerd{
+		Dir:     dir,
+		Address: filepath.Join(dir, "containerd.sock"),
+		Root:    filepath.Join(dir, "root"),
+		ctr:     tools.Ctr,
+	}
+	if err := mkdirs(c.Root, filepath.Join(dir, "state")); err != nil {
+		t.Fatalf("containerd dirs: %v", err)
+	}
+	cfg := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfg, []byte(c.config(opts)), 0o600); err != nil {
+		t.Fatalf("write containerd config: %v", err)
+	}
+	// The shim and runc are found on PATH: put the tools directory first.
+	env := []string{"PATH=" + filepath.Dir(tools.Containerd) + ":" + os.Getenv("PATH")}
+	p, err := StartProcess("containerd", filepath.Join(dir, "containerd.log"), tools.Containerd,
+		[]string{"--config", cfg}, env)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	c.Process = p
+	t.Cleanup(func() { c.stop(t) })
+	err = waitFor(p, startTimeout, func() error {
+		_, err := c.Ctr(context.Background(), "version")
+		return err
+	})
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return c
+}
+
+// stop stops containerd and its shims' containers, then unmounts anything
+// left under its directory.
+func (c *Containerd) stop(t T) {
+	t.Helper()
+	c.killTasks()
+	if err := c.Stop(0); err != nil {
+		t.Logf("stop containerd: %v", err)
+	}
+	if err := UnmountAll(c.Dir); err != nil {
+		t.Logf("unmount containerd leftovers: %v", err)
+	}
+	if t.Failed() {
+		t.Logf("containerd log %s (tail):\n%s", c.Log, c.Tail(3000))
+	}
+}
+
+// killTasks kills and deletes every task and container in the harness
+// namespace, so no shim or container outlives the test.
+func (c *Containerd) killTasks() {
+	if c.Exited() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := c.Ctr(ctx, "containers", "list", "--quiet")
+	if err != nil {
+		return
+	}
+	for _, id := range strings.Fields(out) {
+		_, _ = c.Ctr(ctx, "tasks", "kill", "--signal", "SIGKILL", id)
+		_, _ = c.Ctr(ctx, "tasks", "delete", "--force", id)
+		_, _ = c.Ctr(ctx, "containers", "delete", id)
+	}
+}
+
+// config returns containerd's TOML configuration (version 3).
+func (c *Containerd) config(opts ContainerdOptions) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "version = 3\nroot = %q\nstate = %q\n", c.Root, filepath.Join(c.Dir, "state"))
+	if !opts.CRI {
+		b.WriteString(`disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images", "io.containerd.podsandbox.controller.v1.podsandbox", "io.containerd.sandbox.controller.v1.shim"]` + "\n")
+	}
+	fmt.Fprintf(&b, "\n[grpc]\n  address = %q\n", c.Address)
+	fmt.Fprintf(&b, "\n[ttrpc]\n  address = %q\n", c.Address+".ttrpc")
+	fmt.Fprintf(&b, "\n[debug]\n  address = %q\n  level = \"info\"\n", filepath.Join(c.Dir, "debug.sock"))
+	if opts.SociSocket != "" {
+		fmt.Fprintf(&b, "\n[proxy_plugins.soci]\n  type = \"snapshot\"\n  address = %q\n", opts.SociSocket)
+		fmt.Fprintf(&b, "  [proxy_plugins.soci.exports]\n    root = %q\n", opts.SociRoot)
+	}
+	if opts.CRI {
+		b.WriteString(criConfig)
+	}
+	return b.String()
+}
+
+// criConfig configures the CRI plugin the way a Kubernetes node using
+// ociseek would: images unpacked on "soci", with the snapshot annotations
+// (cri.image-ref, cri.manifest-digest, cri.layer-digest) passed on.
+const criConfig = `
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "soci"
+  disable_snapshot_annotations = false
+
+[plugins.'io.containerd.cri.v1.images'.registry]
+  config_path = ""
+
+[plugins.'io.containerd.cri.v1.runtime'.containerd]
+  default_runtime_name = "runc"
+
+[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+  snapshotter = "soci"
+`
+
+// Ctr runs ctr against this containerd in the harness namespace and returns
+// its combined output; an error carries the output.
+func (c *Containerd) Ctr(ctx context.Context, args ...string) (string, error) {
+	full := append([]string{"--address", c.Address, "--namespace", Namespace}, args...)
+	cmd := exec.CommandContext(ctx, c.ctr, full...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("ctr %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// dialUnix reports whether a unix socket accepts connections.
+func dialUnix(path string) error {
+	conn, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return err
+	}
+	return conn.Close()
+}

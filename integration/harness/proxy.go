@@ -1,0 +1,82 @@
+package harness
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync/atomic"
+)
+
+// CountingProxy is a reverse proxy in front of a registry that counts the
+// blob bytes it serves, so tests can tell how much of an image was fetched
+// and by whom it was asked for.
+type CountingProxy struct {
+	// Host is the proxy's "127.0.0.1:<port>"; image references use it in
+	// place of the registry's host.
+	Host string
+
+	blobBytes    atomic.Int64
+	blobRequests atomic.Int64
+	server       *http.Server
+}
+
+// StartCountingProxy starts a proxy for the registry at target (host:port)
+// on a free port of 127.0.0.1; t.Cleanup closes it.
+func StartCountingProxy(t T, target string) *CountingProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("proxy listen: %v", err)
+	}
+	p := &CountingProxy{Host: l.Addr().String()}
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
+	// Registries answer with absolute Location headers naming their own
+	// host; rewrite them so clients keep talking through the proxy.
+	rp.ModifyResponse = func(resp *http.Response) error {
+		if loc := resp.Header.Get("Location"); loc != "" {
+			resp.Header.Set("Location", strings.Replace(loc, "//"+target, "//"+p.Host, 1))
+		}
+		if resp.Request.Method == http.MethodGet && strings.Contains(resp.Request.URL.Path, "/blobs/sha256:") {
+			p.blobRequests.Add(1)
+			resp.Body = &countingBody{ReadCloser: resp.Body, n: &p.blobBytes}
+		}
+		return nil
+	}
+	p.server = &http.Server{Handler: rp}
+	go func() { _ = p.server.Serve(l) }()
+	t.Cleanup(func() { _ = p.server.Close() })
+	return p
+}
+
+// BlobBytes returns the blob bytes served so far.
+func (p *CountingProxy) BlobBytes() int64 { return p.blobBytes.Load() }
+
+// BlobRequests returns the number of blob GETs answered so far.
+func (p *CountingProxy) BlobRequests() int64 { return p.blobRequests.Load() }
+
+// Reset sets the counters to zero.
+func (p *CountingProxy) Reset() {
+	p.blobBytes.Store(0)
+	p.blobRequests.Store(0)
+}
+
+// String describes the counters for messages.
+func (p *CountingProxy) String() string {
+	return fmt.Sprintf("%d blob bytes in %d requests", p.BlobBytes(), p.BlobRequests())
+}
+
+// countingBody adds the bytes read through it to n.
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
