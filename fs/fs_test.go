@@ -1,0 +1,358 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/ociseek/ociseek/fs/bgfetch"
+	"github.com/ociseek/ociseek/fs/remote"
+	"github.com/ociseek/ociseek/index"
+	"github.com/ociseek/ociseek/internal/regtest"
+)
+
+// TestMountServesLayer mounts a layer with the labels containerd's CRI
+// plugin sends, reads every file through the mount, and unmounts, on a
+// registry without and one with the referrers API (the blob path is the
+// same; the registries differ in how they answer ranges).
+func TestMountServesLayer(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []regtest.Kind{regtest.KindDistribution, regtest.KindOlareg} {
+		t.Run(string(kind), func(t *testing.T) {
+			img := pushImage(t, regtest.Start(t, kind), "lazy/app")
+			f := newFS(t, newSource(img))
+			mp := mountDir(t)
+			if err := f.Mount(context.Background(), mp, img.criLabels()); err != nil {
+				t.Fatalf("mount: %v", err)
+			}
+			if !isMounted(t, mp) {
+				t.Fatal("mount returned nil but the mount table does not list the mountpoint")
+			}
+			checkTree(t, mp, img.entries)
+
+			st, err := f.Status(mp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Layer.Size != int64(len(img.layer)) || st.Total != int64(len(img.layer)) {
+				t.Errorf("status size %d, total %d; want the blob size %d (from the zTOC)", st.Layer.Size, st.Total, len(img.layer))
+			}
+			if st.Entries < len(img.entries) || st.Fetched == 0 || st.Failed != nil {
+				t.Errorf("status after reading everything: %+v", st)
+			}
+			if ls := f.Layers(); len(ls) != 1 || ls[0].Mountpoint != mp {
+				t.Errorf("Layers() = %+v, want the one mount at %s", ls, mp)
+			}
+
+			if err := f.Unmount(context.Background(), mp); err != nil {
+				t.Fatalf("unmount: %v", err)
+			}
+			if isMounted(t, mp) {
+				t.Fatal("still mounted after Unmount")
+			}
+			if names, _ := os.ReadDir(mp); len(names) != 0 {
+				t.Errorf("mountpoint holds %d names after unmount, want none", len(names))
+			}
+			if _, err := f.Status(mp); !errors.Is(err, errdefs.ErrNotFound) {
+				t.Errorf("Status after unmount: %v, want ErrNotFound", err)
+			}
+			if err := f.Check(context.Background(), mp, img.criLabels()); !errors.Is(err, errdefs.ErrNotFound) {
+				t.Errorf("Check after unmount: %v, want ErrNotFound", err)
+			}
+		})
+	}
+}
+
+// TestMountNerdctlLabels mounts with nerdctl's extra labels: the layer
+// size and an empty index digest. A size that disagrees with the zTOC is
+// refused before anything is mounted.
+func TestMountNerdctlLabels(t *testing.T) {
+	t.Parallel()
+	img := pushImage(t, regtest.Start(t, regtest.KindDistribution), "lazy/nerdctl")
+	f := newFS(t, newSource(img))
+	labels := img.criLabels()
+	labels[LabelLayerSize] = fmt.Sprint(len(img.layer))
+	labels[LabelIndexDigest] = ""
+	mp := mountDir(t)
+	if err := f.Mount(context.Background(), mp, labels); err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	if got, err := readFile(mp, "etc/hello.txt"); err != nil || string(got) != "hello from a lazy layer\n" {
+		t.Fatalf("read etc/hello.txt = %q, %v", got, err)
+	}
+
+	labels[LabelLayerSize] = fmt.Sprint(len(img.layer) + 1)
+	mp2 := mountDir(t)
+	err := f.Mount(context.Background(), mp2, labels)
+	if !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Fatalf("mount with a wrong size label: %v, want ErrInvalidArgument", err)
+	}
+	if isMounted(t, mp2) {
+		t.Fatal("failed mount left a mount")
+	}
+}
+
+// TestMountErrors checks that every failing Mount says why and leaves
+// nothing mounted or recorded.
+func TestMountErrors(t *testing.T) {
+	t.Parallel()
+	img := pushImage(t, regtest.Start(t, regtest.KindDistribution), "lazy/errors")
+	cases := []struct {
+		name   string
+		labels func() map[string]string
+		srcErr error
+		want   error
+	}{
+		{"no labels", func() map[string]string { return nil }, nil, errdefs.ErrInvalidArgument},
+		{"no image ref", func() map[string]string { l := img.criLabels(); delete(l, LabelImageRef); return l }, nil, errdefs.ErrInvalidArgument},
+		{"bad layer digest", func() map[string]string { l := img.criLabels(); l[LabelLayerDigest] = "sha256:zz"; return l }, nil, errdefs.ErrInvalidArgument},
+		{"no index", img.criLabels, fmt.Errorf("discover: %w", index.ErrNoIndex), index.ErrNoIndex},
+		{"no ztoc", img.criLabels, fmt.Errorf("discover: %w", index.ErrNoZtoc), index.ErrNoZtoc},
+		{"blob missing", func() map[string]string {
+			l := img.criLabels()
+			l[LabelImageRef] = img.reg.Ref("lazy/elsewhere", "latest")
+			return l
+		}, nil, remote.ErrStatus},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			src := newSource(img)
+			src.err = tc.srcErr
+			f := newFS(t, src)
+			mp := mountDir(t)
+			err := f.Mount(context.Background(), mp, tc.labels())
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("mount: %v, want an error wrapping %v", err, tc.want)
+			}
+			if isMounted(t, mp) {
+				t.Fatal("failed mount left a mount")
+			}
+			if len(f.Layers()) != 0 {
+				t.Fatalf("failed mount left a record: %+v", f.Layers())
+			}
+			// The mountpoint is free again.
+			src.err = nil
+			if err := f.Mount(context.Background(), mp, img.criLabels()); err != nil {
+				t.Fatalf("mount after a failed one: %v", err)
+			}
+		})
+	}
+}
+
+// TestMountTimeout: a zTOC lookup that never answers is cancelled at the
+// mount timeout; Mount returns the deadline error and mounts nothing.
+func TestMountTimeout(t *testing.T) {
+	t.Parallel()
+	img := pushImage(t, regtest.Start(t, regtest.KindDistribution), "lazy/timeout")
+	f := newFS(t, blockingSource{}, WithMountTimeout(200*time.Millisecond))
+	mp := mountDir(t)
+	err := f.Mount(context.Background(), mp, img.criLabels())
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("mount: %v, want DeadlineExceeded", err)
+	}
+	if isMounted(t, mp) || len(f.Layers()) != 0 {
+		t.Fatal("timed-out mount left something behind")
+	}
+}
+
+// TestMountTwice: a second mount on a used mountpoint is refused, and
+// concurrent mounts of one mountpoint yield exactly one mount.
+func TestMountTwice(t *testing.T) {
+	t.Parallel()
+	img := pushImage(t, regtest.Start(t, regtest.KindDistribution), "lazy/twice")
+	f := newFS(t, newSource(img))
+	mp := mountDir(t)
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() { errs[i] = f.Mount(context.Background(), mp, img.criLabels()) })
+	}
+	wg.Wait()
+	var ok int
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, errdefs.ErrAlreadyExists):
+			t.Errorf("concurrent mount: %v, want nil or ErrAlreadyExists", err)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d concurrent mounts succeeded, want 1", ok)
+	}
+	checkTree(t, mp, img.entries)
+}
+
+// TestCheckReresolves: while the registry answers, Check trusts recent
+// contact; a read that fails while the registry is down makes Check probe
+// and fail; once the registry is back Check re-resolves the blob and reads
+// work again through the same mount.
+func TestCheckReresolves(t *testing.T) {
+	t.Parallel()
+	reg := regtest.Start(t, regtest.KindDistribution)
+	img := pushImage(t, reg, "lazy/outage")
+	metrics := prometheus.NewRegistry()
+	f := newFS(t, newSource(img), WithCheck(time.Hour, 5*time.Second), WithRegisterer(metrics))
+	mp := mountDir(t)
+	ctx := context.Background()
+	if err := f.Mount(ctx, mp, img.criLabels()); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readFile(mp, "etc/hello.txt"); err != nil || len(got) == 0 {
+		t.Fatalf("read before the outage: %q, %v", got, err)
+	}
+	if err := f.Check(ctx, mp, img.criLabels()); err != nil {
+		t.Fatalf("check while the registry answers: %v", err)
+	}
+	if n := testutil.ToFloat64(f.met.checks.WithLabelValues(checkRecent)); n != 1 {
+		t.Errorf("checks without a probe = %v, want 1 (the registry answered recently)", n)
+	}
+
+	reg.Stop()
+	if _, err := readFile(mp, "usr/share/data.bin"); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read during the outage: %v, want EIO", err)
+	}
+	if err := f.Check(ctx, mp, img.criLabels()); err == nil {
+		t.Fatal("check during the outage succeeded")
+	}
+	st, _ := f.Status(mp)
+	if st.LastError == nil {
+		t.Error("status during the outage shows no registry error")
+	}
+
+	reg.Restart()
+	if err := f.Check(ctx, mp, img.criLabels()); err != nil {
+		t.Fatalf("check after the registry came back: %v", err)
+	}
+	checkTree(t, mp, img.entries)
+	if st, _ := f.Status(mp); st.LastError != nil {
+		t.Errorf("status after recovery still shows %v", st.LastError)
+	}
+}
+
+// TestCheckAlwaysProbes: with a zero interval every Check reaches the
+// registry, so an outage shows even without a failed read.
+func TestCheckAlwaysProbes(t *testing.T) {
+	t.Parallel()
+	reg := regtest.Start(t, regtest.KindDistribution)
+	img := pushImage(t, reg, "lazy/probe")
+	f := newFS(t, newSource(img), WithCheck(0, 5*time.Second))
+	mp := mountDir(t)
+	ctx := context.Background()
+	if err := f.Mount(ctx, mp, img.criLabels()); err != nil {
+		t.Fatal(err)
+	}
+	reg.Stop()
+	if err := f.Check(ctx, mp, img.criLabels()); err == nil {
+		t.Fatal("check with the registry stopped succeeded")
+	}
+	reg.Restart()
+	if err := f.Check(ctx, mp, img.criLabels()); err != nil {
+		t.Fatalf("check after restart: %v", err)
+	}
+}
+
+// TestBackgroundCompletes: with background fetch on, a mounted layer
+// becomes complete without being read, and is then served with the
+// registry gone; Check does not need the registry either.
+func TestBackgroundCompletes(t *testing.T) {
+	t.Parallel()
+	reg := regtest.Start(t, regtest.KindDistribution)
+	img := pushImage(t, reg, "lazy/bg")
+	f := newFS(t, newSource(img), WithCheck(0, 5*time.Second),
+		WithBackgroundFetch(bgfetch.Options{QuietPeriod: time.Millisecond, RetryDelay: 50 * time.Millisecond}))
+	mp := mountDir(t)
+	if err := f.Mount(context.Background(), mp, img.criLabels()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := f.Status(mp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Complete {
+			if st.Fetched != st.Total || st.Failed != nil {
+				t.Fatalf("complete layer with status %+v", st)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("layer not complete after 30s: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	reg.Stop()
+	if err := f.Check(context.Background(), mp, img.criLabels()); err != nil {
+		t.Fatalf("check of a complete layer with the registry gone: %v", err)
+	}
+	checkTree(t, mp, img.entries)
+}
+
+// TestCloseUnmountsAll: Close unmounts every layer and refuses new
+// mounts.
+func TestCloseUnmountsAll(t *testing.T) {
+	t.Parallel()
+	img := pushImage(t, regtest.Start(t, regtest.KindDistribution), "lazy/close")
+	f, err := New(t.TempDir(), newSource(img), remoteBlobs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mps := []string{mountDir(t), mountDir(t)}
+	for _, mp := range mps {
+		if err := f.Mount(context.Background(), mp, img.criLabels()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An open file keeps one mount busy: Close must still not hang.
+	fh, err := os.Open(mps[1] + "/etc/hello.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	if err := f.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	for _, mp := range mps {
+		if isMounted(t, mp) {
+			t.Errorf("%s still mounted after Close", mp)
+		}
+	}
+	if err := f.Mount(context.Background(), mountDir(t), img.criLabels()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("mount after close: %v, want ErrClosed", err)
+	}
+}
+
+// TestUnmountStale: an FS releases an ociseek mount it did not make (left
+// by a previous run), and refuses to touch anything else.
+func TestUnmountStale(t *testing.T) {
+	t.Parallel()
+	img := pushImage(t, regtest.Start(t, regtest.KindDistribution), "lazy/stale")
+	old := newFS(t, newSource(img))
+	mp := mountDir(t)
+	if err := old.Mount(context.Background(), mp, img.criLabels()); err != nil {
+		t.Fatal(err)
+	}
+	f := newFS(t, newSource(img))
+	if err := f.Unmount(context.Background(), mp); err != nil {
+		t.Fatalf("unmount of a previous run's mount: %v", err)
+	}
+	if isMounted(t, mp) {
+		t.Fatal("stale mount still there")
+	}
+	if err := f.Unmount(context.Background(), mp); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("unmount of a plain directory: %v, want ErrNotFound", err)
+	}
+	if err := f.Unmount(context.Background(), "/proc"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("unmount of a foreign mount: %v, want ErrNotFound", err)
+	}
+}

@@ -1,0 +1,266 @@
+package fs
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/moby/sys/mountinfo"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ociseek/ociseek/fs/remote"
+	"github.com/ociseek/ociseek/internal/regtest"
+	"github.com/ociseek/ociseek/ztoc"
+)
+
+// entry is one tar entry of a generated layer.
+type entry struct {
+	name     string
+	typ      byte
+	mode     int64
+	data     []byte
+	linkname string
+}
+
+// layerEntries is the content of the test layer: directories, small and
+// multi-span files, a symlink, an empty file.
+func layerEntries() []entry {
+	return []entry{
+		{name: "etc/", typ: tar.TypeDir, mode: 0o755},
+		{name: "etc/hello.txt", typ: tar.TypeReg, mode: 0o644, data: []byte("hello from a lazy layer\n")},
+		{name: "etc/empty", typ: tar.TypeReg, mode: 0o600},
+		{name: "usr/bin/tool", typ: tar.TypeReg, mode: 0o755, data: content(1, 300<<10)},
+		{name: "usr/share/data.bin", typ: tar.TypeReg, mode: 0o644, data: content(2, 500<<10)},
+		{name: "link", typ: tar.TypeSymlink, mode: 0o777, linkname: "etc/hello.txt"},
+	}
+}
+
+// content makes n bytes, half random and half text, so gzip shrinks it
+// about 2:1 as it does real layers.
+func content(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, 99))
+	b := make([]byte, n)
+	for i := range b {
+		if (i/4096)%2 == 0 {
+			b[i] = byte(r.Uint32())
+		} else {
+			b[i] = "lazy loading, one span at a time\n"[i%33]
+		}
+	}
+	return b
+}
+
+// makeLayer writes entries as a gzip tar.
+func makeLayer(t testing.TB, entries []entry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	mtime := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
+	for _, e := range entries {
+		h := &tar.Header{Name: e.name, Typeflag: e.typ, Mode: e.mode, Size: int64(len(e.data)),
+			Linkname: e.linkname, ModTime: mtime, Format: tar.FormatPAX}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(e.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// image is a test image pushed to a real registry, with the zTOC of its
+// one layer.
+type image struct {
+	reg      *regtest.Registry
+	ref      LayerRef
+	layer    []byte
+	ztoc     *ztoc.Ztoc
+	entries  []entry
+	manifest digest.Digest
+}
+
+// pushImage pushes a one-layer image to reg and builds its zTOC with small
+// spans, so the files span several of them.
+func pushImage(t testing.TB, reg *regtest.Registry, repo string) *image {
+	t.Helper()
+	entries := layerEntries()
+	layer := makeLayer(t, entries)
+	z, err := ztoc.Build(context.Background(), bytes.NewReader(layer), ztoc.BuildOptions{SpanSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc := reg.PushImage(t, repo, [][]byte{layer}, nil)
+	img := &image{reg: reg, layer: layer, ztoc: z, entries: entries, manifest: desc.Digest}
+	img.ref = LayerRef{
+		ImageRef:       reg.Ref(repo, "latest"),
+		ManifestDigest: desc.Digest,
+		LayerDigest:    digest.FromBytes(layer),
+	}
+	return img
+}
+
+// criLabels are the labels containerd's CRI plugin sends for the layer:
+// no size, no index digest.
+func (img *image) criLabels() map[string]string {
+	return map[string]string{
+		"containerd.io/snapshot.ref":                  "sha256:0000000000000000000000000000000000000000000000000000000000000001",
+		LabelImageRef:                                 img.ref.ImageRef,
+		LabelManifestDigest:                           img.ref.ManifestDigest.String(),
+		LabelLayerDigest:                              img.ref.LayerDigest.String(),
+		"containerd.io/snapshot/cri.image-layers":     img.ref.LayerDigest.String(),
+		"containerd.io/snapshot/remote/soci.whatever": "ignored",
+	}
+}
+
+// testSource is a ZtocSource serving zTOCs from memory, or failing with
+// err; it counts lookups.
+type testSource struct {
+	mu      sync.Mutex
+	ztocs   map[digest.Digest]*ztoc.Ztoc
+	err     error
+	lookups atomic.Int64
+}
+
+func newSource(imgs ...*image) *testSource {
+	s := &testSource{ztocs: map[digest.Digest]*ztoc.Ztoc{}}
+	for _, img := range imgs {
+		s.ztocs[img.ref.LayerDigest] = img.ztoc
+	}
+	return s
+}
+
+func (s *testSource) Lookup(ctx context.Context, l LayerRef) (*ztoc.Ztoc, error) {
+	s.lookups.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return nil, s.err
+	}
+	z, ok := s.ztocs[l.LayerDigest]
+	if !ok {
+		return nil, errors.New("test source: unknown layer")
+	}
+	return z, nil
+}
+
+// blockingSource waits for ctx to end, as a registry that never answers.
+type blockingSource struct{}
+
+func (blockingSource) Lookup(ctx context.Context, _ LayerRef) (*ztoc.Ztoc, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// remoteBlobs reaches the test registries over plain HTTP, retrying little
+// so that outages show quickly.
+func remoteBlobs() RemoteBlobs {
+	return RemoteBlobs{
+		Client:    http.DefaultClient,
+		PlainHTTP: func(string) bool { return true },
+		Options:   remote.Options{MaxRetries: 1, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond},
+	}
+}
+
+// newFS returns an FS under a temporary root, closed when the test ends.
+func newFS(t testing.TB, src ZtocSource, opts ...Opt) *FS {
+	t.Helper()
+	f, err := New(t.TempDir(), src, remoteBlobs(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := f.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return f
+}
+
+// mountDir returns a fresh empty directory to mount on.
+func mountDir(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// A failed test may leave the mount; detach it so TempDir's
+		// removal does not walk into it.
+		if isMounted(t, dir) {
+			_ = unmountStale(dir)
+		}
+	})
+	return dir
+}
+
+// isMounted reports whether the mount table lists dir as a mountpoint.
+func isMounted(t testing.TB, dir string) bool {
+	t.Helper()
+	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ms) > 0
+}
+
+// checkTree compares the files under dir with the layer's entries.
+func checkTree(t testing.TB, dir string, entries []entry) {
+	t.Helper()
+	for _, e := range entries {
+		p := filepath.Join(dir, e.name)
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Errorf("lstat %s: %v", e.name, err)
+			continue
+		}
+		if got := int64(fi.Mode().Perm()); got != e.mode&0o777 {
+			t.Errorf("%s: mode %o, want %o", e.name, got, e.mode&0o777)
+		}
+		switch e.typ {
+		case tar.TypeReg:
+			got, err := os.ReadFile(p)
+			if err != nil {
+				t.Errorf("read %s: %v", e.name, err)
+			} else if !bytes.Equal(got, e.data) {
+				t.Errorf("%s: read %d bytes that differ from the tar's %d", e.name, len(got), len(e.data))
+			}
+		case tar.TypeSymlink:
+			if got, err := os.Readlink(p); err != nil || got != e.linkname {
+				t.Errorf("readlink %s = %q, %v; want %q", e.name, got, err, e.linkname)
+			}
+		case tar.TypeDir:
+			if !fi.IsDir() {
+				t.Errorf("%s: not a directory", e.name)
+			}
+		}
+	}
+}
+
+// readFile reads name under dir, in full.
+func readFile(dir, name string) ([]byte, error) {
+	f, err := os.Open(filepath.Join(dir, name))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}

@@ -1,0 +1,133 @@
+package fs
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+	"oras.land/oras-go/v2/registry"
+)
+
+// Snapshot labels Mount reads (reference: soci-format.md §5.2). containerd
+// copies the layer descriptor's "containerd.io/snapshot/" annotations into
+// the labels of the layer's unpack Prepare: the cri.* ones come from
+// containerd's own image handler (CRI, nerdctl, ctr), the remote/soci.* ones
+// from nerdctl's SOCI handler.
+const (
+	// LabelImageRef is the image reference, "host/repo:tag" or
+	// "host/repo@digest". Required.
+	LabelImageRef = "containerd.io/snapshot/cri.image-ref"
+	// LabelManifestDigest is the digest of the platform-specific image
+	// manifest. Required.
+	LabelManifestDigest = "containerd.io/snapshot/cri.manifest-digest"
+	// LabelLayerDigest is the digest of the (compressed) layer blob.
+	// Required.
+	LabelLayerDigest = "containerd.io/snapshot/cri.layer-digest"
+	// LabelLayerSize is the layer blob's size in bytes, decimal. Optional:
+	// CRI does not send it; the zTOC's archive size is used then.
+	LabelLayerSize = "containerd.io/snapshot/remote/soci.size"
+	// LabelIndexDigest names the SOCI index to use instead of discovering
+	// one. Optional; nerdctl sends it empty when no index was asked for.
+	LabelIndexDigest = "containerd.io/snapshot/remote/soci.index.digest"
+)
+
+// LayerRef names one layer of one image: everything needed to find its
+// zTOC and to read its blob.
+type LayerRef struct {
+	// ImageRef is the image reference, "host/repo:tag" or "host/repo@digest".
+	ImageRef string
+	// ManifestDigest is the platform-specific image manifest's digest.
+	ManifestDigest digest.Digest
+	// LayerDigest is the layer blob's digest.
+	LayerDigest digest.Digest
+	// IndexDigest, when not empty, is the SOCI index to use.
+	IndexDigest digest.Digest
+	// Size is the layer blob's size in bytes; 0 means unknown.
+	Size int64
+}
+
+// LayerRefFromLabels reads the LayerRef of an unpack Prepare's labels.
+// A missing or malformed label gives an error wrapping
+// errdefs.ErrInvalidArgument that names the label.
+func LayerRefFromLabels(labels map[string]string) (LayerRef, error) {
+	var l LayerRef
+	ref, err := requiredLabel(labels, LabelImageRef)
+	if err != nil {
+		return l, err
+	}
+	if _, err := registry.ParseReference(ref); err != nil {
+		return l, fmt.Errorf("label %s=%q: %v: %w", LabelImageRef, ref, err, errdefs.ErrInvalidArgument)
+	}
+	l.ImageRef = ref
+	if l.ManifestDigest, err = digestLabel(labels, LabelManifestDigest, true); err != nil {
+		return l, err
+	}
+	if l.LayerDigest, err = digestLabel(labels, LabelLayerDigest, true); err != nil {
+		return l, err
+	}
+	if l.IndexDigest, err = digestLabel(labels, LabelIndexDigest, false); err != nil {
+		return l, err
+	}
+	if s := labels[LabelLayerSize]; s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n <= 0 {
+			return l, fmt.Errorf("label %s=%q: not a positive decimal size: %w", LabelLayerSize, s, errdefs.ErrInvalidArgument)
+		}
+		l.Size = n
+	}
+	return l, nil
+}
+
+// Labels returns the labels LayerRefFromLabels reads back as l.
+func (l LayerRef) Labels() map[string]string {
+	m := map[string]string{
+		LabelImageRef:       l.ImageRef,
+		LabelManifestDigest: l.ManifestDigest.String(),
+		LabelLayerDigest:    l.LayerDigest.String(),
+	}
+	if l.IndexDigest != "" {
+		m[LabelIndexDigest] = l.IndexDigest.String()
+	}
+	if l.Size > 0 {
+		m[LabelLayerSize] = strconv.FormatInt(l.Size, 10)
+	}
+	return m
+}
+
+// Repository returns the "host/repo" part of ImageRef, where the layer blob
+// lives.
+func (l LayerRef) Repository() (string, error) {
+	r, err := registry.ParseReference(l.ImageRef)
+	if err != nil {
+		return "", fmt.Errorf("image reference %q: %w", l.ImageRef, err)
+	}
+	return r.Registry + "/" + r.Repository, nil
+}
+
+func requiredLabel(labels map[string]string, key string) (string, error) {
+	v := labels[key]
+	if v == "" {
+		return "", fmt.Errorf("label %s missing (containerd must run with snapshot annotations enabled): %w",
+			key, errdefs.ErrInvalidArgument)
+	}
+	return v, nil
+}
+
+// digestLabel parses the digest in label key; an absent or empty optional
+// label gives "".
+func digestLabel(labels map[string]string, key string, required bool) (digest.Digest, error) {
+	v := labels[key]
+	if v == "" {
+		if !required {
+			return "", nil
+		}
+		_, err := requiredLabel(labels, key)
+		return "", err
+	}
+	d, err := digest.Parse(v)
+	if err != nil {
+		return "", fmt.Errorf("label %s=%q: %v: %w", key, v, err, errdefs.ErrInvalidArgument)
+	}
+	return d, nil
+}
