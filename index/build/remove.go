@@ -2,10 +2,12 @@ package build
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry"
 
 	"github.com/ociseek/ociseek/index"
@@ -74,6 +76,14 @@ func Remove(ctx context.Context, repo registry.Repository, dgst digest.Digest, o
 	})
 	if err != nil {
 		return res, fmt.Errorf("deleted SOCI index %s, but: %w", dgst, err)
+	}
+	// Registries that keep manifests an index still references (olareg
+	// does, for the fallback tag index we just rewrote) may have kept it:
+	// now that nothing lists it, delete it again.
+	if ok, err := repo.Exists(ctx, d); err == nil && ok {
+		if err := repo.Manifests().Delete(ctx, ocispec.Descriptor{Digest: d.Digest, Size: d.Size}); err != nil && !errors.Is(err, errdef.ErrNotFound) {
+			return res, fmt.Errorf("delete SOCI index %s at %s after untagging: %w", dgst, where, err)
+		}
 	}
 	res.TagUpdated = len(superseded) > 0
 	if res.TagUpdated {
