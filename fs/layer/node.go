@@ -104,9 +104,22 @@ func (n *attrNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.
 // dirNode is a directory. Its children are added once, in Root.OnAdd.
 type dirNode struct {
 	attrNode
+	// entries is the listing, sorted by name, built with the children and
+	// read-only afterwards (shared by every open handle).
+	entries []fuse.DirEntry
 }
 
-var _ = (fusefs.NodeStatfser)((*dirNode)(nil))
+var (
+	_ = (fusefs.NodeStatfser)((*dirNode)(nil))
+	_ = (fusefs.NodeOpendirHandler)((*dirNode)(nil))
+)
+
+// OpendirHandle serves the listing and lets the kernel cache it
+// (FOPEN_CACHE_DIR): a directory of a layer never changes, so a second
+// readdir needs no round trip.
+func (n *dirNode) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	return fusefs.NewListDirStream(n.entries), fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, fusefs.OK
+}
 
 // Statfs reports a read-only filesystem with no free space.
 func (n *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {

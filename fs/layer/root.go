@@ -5,6 +5,7 @@ import (
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
 var _ = (fusefs.NodeOnAdder)((*Root)(nil))
@@ -15,12 +16,16 @@ var _ = (fusefs.NodeOnAdder)((*Root)(nil))
 func (r *Root) OnAdd(ctx context.Context) {
 	r.dirNode.userXattr = r.opts.UserXattr
 	made := make(map[*meta]*fusefs.Inode)
-	r.addChildren(ctx, &r.Inode, r.tree.root, made)
+	r.addChildren(ctx, &r.dirNode, r.tree.root, made)
 }
 
-func (r *Root) addChildren(ctx context.Context, parent *fusefs.Inode, dir *meta, made map[*meta]*fusefs.Inode) {
-	for _, name := range sortedNames(dir) {
+func (r *Root) addChildren(ctx context.Context, dn *dirNode, dir *meta, made map[*meta]*fusefs.Inode) {
+	parent := dn.EmbeddedInode()
+	names := sortedNames(dir)
+	dn.entries = make([]fuse.DirEntry, 0, len(names))
+	for _, name := range names {
 		m := dir.children[name]
+		dn.entries = append(dn.entries, fuse.DirEntry{Name: name, Mode: m.mode & syscall.S_IFMT, Ino: m.ino})
 		child, ok := made[m]
 		if !ok {
 			child = parent.NewPersistentInode(ctx, r.nodeOps(m), fusefs.StableAttr{
@@ -30,8 +35,8 @@ func (r *Root) addChildren(ctx context.Context, parent *fusefs.Inode, dir *meta,
 			made[m] = child
 		}
 		parent.AddChild(name, child, false)
-		if m.isDir() {
-			r.addChildren(ctx, child, m, made)
+		if sub, ok := child.Operations().(*dirNode); ok {
+			r.addChildren(ctx, sub, m, made)
 		}
 	}
 }
