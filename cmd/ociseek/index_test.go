@@ -120,9 +120,10 @@ func TestIndexVerbs(t *testing.T) {
 	}
 }
 
-// TestConvertLayoutCLI converts the AWS fixture's original image between
-// OCI layouts with the CLI and expects the reference's image index digest.
-func TestConvertLayoutCLI(t *testing.T) {
+// fixtureSourceLayout writes an OCI layout holding the AWS fixture's
+// original image, tagged v1.
+func fixtureSourceLayout(t *testing.T) string {
+	t.Helper()
 	fixture := filepath.Join(ztoctest.FixturesDir(t), "soci-v2-layout")
 	src := t.TempDir()
 	blobs := filepath.Join(src, "blobs", "sha256")
@@ -140,6 +141,13 @@ func TestConvertLayoutCLI(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(src, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644)
 	os.WriteFile(filepath.Join(src, "index.json"), []byte(`{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:`+manifest+`","size":716,"annotations":{"org.opencontainers.image.ref.name":"v1"}}]}`), 0o644)
+	return src
+}
+
+// TestConvertLayoutCLI converts the AWS fixture's original image between
+// OCI layouts with the CLI and expects the reference's image index digest.
+func TestConvertLayoutCLI(t *testing.T) {
+	src := fixtureSourceLayout(t)
 	dst := filepath.Join(t.TempDir(), "out")
 
 	out, _, err := runRegistryCLI(t, "convert", "--span-size", "65536", "--min-layer-size", "0", "oci:"+src+":v1", "oci:"+dst+":soci")
@@ -176,5 +184,38 @@ func TestRegistryVerbErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: error %v, want one mentioning %q", c.args, err, c.want)
 		}
+	}
+}
+
+// TestIndexLsV2: convert the fixture image into each registry, then
+// `index ls` finds the v2 index through the manifest annotation.
+func TestIndexLsV2(t *testing.T) {
+	src := fixtureSourceLayout(t)
+	for _, kind := range regtest.Kinds() {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			reg := regtest.Start(t, kind)
+			ref := reg.Ref("v2", "soci")
+			if _, _, err := runRegistryCLI(t, "convert", "--span-size", "65536", "--min-layer-size", "0", "oci:"+src+":v1", ref); err != nil {
+				t.Fatalf("convert: %v", err)
+			}
+			out, _, err := runRegistryCLI(t, "index", "ls", "--json", ref)
+			if err != nil {
+				t.Fatalf("index ls: %v", err)
+			}
+			var listed []listedIndex
+			if err := json.Unmarshal([]byte(out), &listed); err != nil {
+				t.Fatal(err)
+			}
+			if len(listed) != 1 || listed[0].Digest != "sha256:b732223e4f83885f5e39ae2a5b795bf353a9abd457c7e33df724734b4256365f" ||
+				listed[0].FoundBy != "v2-annotation" || listed[0].ArtifactType != index.ArtifactTypeV2 ||
+				listed[0].Ztocs != 3 || listed[0].SpanSize != 65536 || listed[0].Platform != "linux/amd64" {
+				t.Errorf("index ls --json: %s", out)
+			}
+			out, _, err = runRegistryCLI(t, "index", "ls", ref)
+			if err != nil || !strings.Contains(out, "v2-annotation") {
+				t.Errorf("index ls: %q, %v", out, err)
+			}
+		})
 	}
 }
