@@ -61,19 +61,7 @@ func Remove(ctx context.Context, repo registry.Repository, dgst digest.Digest, o
 	}
 	p := &publisher{repo: repo, opts: opts, where: where}
 	tag := FallbackTag(m.Subject.Digest)
-	superseded, err := p.converge(ctx, tag, convergence{
-		ok: func(t tagIndex) bool { return !t.has(dgst) },
-		fix: func(t tagIndex) []ocispec.Descriptor {
-			var rest []ocispec.Descriptor
-			for _, r := range t.referrers {
-				if r.Digest != dgst {
-					rest = append(rest, r)
-				}
-			}
-			return rest
-		},
-		what: "SOCI index " + dgst.String() + " still listed",
-	})
+	superseded, err := p.converge(ctx, tag, withoutReferrer(dgst))
 	if err != nil {
 		return res, fmt.Errorf("deleted SOCI index %s, but: %w", dgst, err)
 	}
@@ -95,4 +83,21 @@ func Remove(ctx context.Context, repo registry.Repository, dgst digest.Digest, o
 	}
 	p.collect(ctx, tag, superseded)
 	return res, nil
+}
+
+// withoutReferrer is the wanted fallback-tag state after removing dgst.
+func withoutReferrer(dgst digest.Digest) convergence {
+	return convergence{
+		ok: func(t tagIndex) bool { return !t.has(dgst) },
+		fix: func(t tagIndex) []ocispec.Descriptor {
+			var rest []ocispec.Descriptor
+			for _, r := range t.referrers {
+				if r.Digest != dgst {
+					rest = append(rest, r)
+				}
+			}
+			return rest
+		},
+		what: "SOCI index " + dgst.String() + " still listed",
+	}
 }
