@@ -248,3 +248,92 @@ func TestExecFromLayer(t *testing.T) {
 		t.Errorf("exec of a 0644 file: %v %q, want exit 126 (permission denied)", err, out)
 	}
 }
+
+// sizedLocal offers, for each file, a local copy: the right bytes for
+// "good", a truncated copy for "short" (which must not be used).
+type sizedLocal struct {
+	memReader
+	dir string
+}
+
+func (s sizedLocal) LocalFile(ctx context.Context, e *ztoc.FileMetadata) (*os.File, bool) {
+	f, err := os.Open(filepath.Join(s.dir, e.Name))
+	return f, err == nil
+}
+
+// TestPassthroughLocalFile reads files the Reader says are fully local:
+// read(2) and mmap(2) see the right bytes, and a local copy whose size
+// disagrees with the TOC is ignored in favour of the Reader.
+func TestPassthroughLocalFile(t *testing.T) {
+	good := bytes.Repeat([]byte("passthrough "), 100000)
+	tb := makeTar(t, []tarEntry{
+		{name: "good", typ: tar.TypeReg, mode: 0o755, body: string(good)},
+		{name: "short", typ: tar.TypeReg, mode: 0o644, body: "from the reader"},
+	})
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "good"), good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "short"), []byte("from"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mnt := mountTree(t, tocFromTar(t, tb), sizedLocal{newMemReader(tb), dir}, Options{})
+
+	for range 2 {
+		if b, err := os.ReadFile(filepath.Join(mnt, "good")); err != nil || !bytes.Equal(b, good) {
+			t.Errorf("read good: %d bytes, %v", len(b), err)
+		}
+	}
+	f, err := os.Open(filepath.Join(mnt, "good"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), 0, len(good), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatalf("mmap: %v", err)
+	}
+	if !bytes.Equal(m, good) {
+		t.Errorf("mmap of good shows other bytes")
+	}
+	_ = unix.Munmap(m)
+	if b, err := os.ReadFile(filepath.Join(mnt, "short")); err != nil || string(b) != "from the reader" {
+		t.Errorf("read short = %q, %v", b, err)
+	}
+}
+
+// TestMarkersAndAttrs checks what tools see beyond the tree walk: whiteout
+// markers cannot be looked up, getxattr follows the getxattr(2) size
+// protocol, symlinks read back, and statfs answers.
+func TestMarkersAndAttrs(t *testing.T) {
+	tb := makeTar(t, []tarEntry{
+		{name: "d/", typ: tar.TypeDir, mode: 0o755},
+		{name: "d/.wh..wh..opq", typ: tar.TypeReg, mode: 0o644},
+		{name: "d/.wh.x", typ: tar.TypeReg, mode: 0o644},
+		{name: "f", typ: tar.TypeReg, mode: 0o600, body: "f", xattrs: map[string]string{"user.k": "value"}},
+		{name: "s", typ: tar.TypeSymlink, link: "../elsewhere"},
+	})
+	mnt := mountTree(t, tocFromTar(t, tb), newMemReader(tb), Options{})
+	for _, n := range []string{"d/.wh..wh..opq", "d/.wh.x", "nothing"} {
+		if _, err := os.Lstat(filepath.Join(mnt, n)); !errors.Is(err, syscall.ENOENT) {
+			t.Errorf("lstat %s: %v, want ENOENT", n, err)
+		}
+	}
+	f := filepath.Join(mnt, "f")
+	if n, err := unix.Getxattr(f, "user.k", nil); err != nil || n != 5 {
+		t.Errorf("getxattr size probe = %d, %v; want 5", n, err)
+	}
+	if _, err := unix.Getxattr(f, "user.k", make([]byte, 2)); !errors.Is(err, syscall.ERANGE) {
+		t.Errorf("getxattr into 2 bytes: %v, want ERANGE", err)
+	}
+	if _, err := unix.Getxattr(f, "user.none", make([]byte, 16)); !errors.Is(err, syscall.ENODATA) {
+		t.Errorf("getxattr of a missing name: %v, want ENODATA", err)
+	}
+	if l, err := os.Readlink(filepath.Join(mnt, "s")); err != nil || l != "../elsewhere" {
+		t.Errorf("readlink = %q, %v", l, err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(mnt, &st); err != nil || st.Flags&unix.ST_RDONLY == 0 {
+		t.Errorf("statfs: %v flags %#x, want read-only", err, st.Flags)
+	}
+}
