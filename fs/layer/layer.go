@@ -23,10 +23,22 @@
 // parents that the tar never lists are synthesised as 0755 root-owned
 // directories with a zero (Unix epoch) mtime.
 //
-// Hazards: the TOC comes off the network. Names that are absolute, that
-// contain "..", NUL bytes or over-long components, that pass through a
-// non-directory, or hardlinks whose target is missing or a directory, make
-// New fail with an error wrapping ErrInvalidEntry rather than being served.
+// Hazards: the TOC comes off the network. Names are taken relative to the
+// layer root (leading "/" and "." components dropped, as tar does); names
+// that contain "..", NUL bytes or over-long components, that pass through a
+// non-directory (a symlink could otherwise point them anywhere), device
+// numbers the kernel cannot carry, and hardlinks whose target is missing or
+// a directory make New fail with an error wrapping ErrInvalidEntry rather
+// than being served. A security.capability value that setxattr(2) would
+// refuse is dropped, as extraction would drop it.
+//
+// A process that serves a mount must not fork and exec a file inside that
+// mount itself: Go starts children with vfork, which suspends the forking
+// thread (holding syscall.ForkLock and its P) until the child has exec'd,
+// while the child's exec waits for FUSE answers from this process; the
+// tests deadlocked this way at GOMAXPROCS=1 and under -race. Exec through
+// an intermediate program (/bin/sh -c) instead. Containers and other
+// processes are unaffected.
 // A layer is immutable, so Mount asks the kernel to cache entries,
 // attributes and negative lookups for the life of the mount.
 package layer

@@ -219,9 +219,7 @@ func readRange(path string, want []byte, rng *rand.Rand) error {
 // read like any file.
 //
 // The programs are started by /bin/sh, never directly: the test process
-// serves the mount, and Go's fork holds syscall.ForkLock (and, with
-// GOMAXPROCS=1, the only P) until the vforked child has exec'd, while the
-// server needs both to answer the child's FUSE requests.
+// serves the mount, and exec'ing from it deadlocks (see the package doc).
 func TestExecFromLayer(t *testing.T) {
 	bin, err := os.ReadFile("/bin/true")
 	if err != nil {
