@@ -1,6 +1,7 @@
 package layer
 
 import (
+	"bytes"
 	"os/exec"
 	"path"
 	"path/filepath"
@@ -20,37 +21,53 @@ import (
 func TestFixturesMatchGNUTar(t *testing.T) {
 	requireFUSE(t)
 	for _, f := range ztoctest.Fixtures(t) {
-		t.Run(f.Name, func(t *testing.T) {
-			tarBytes := uncompressed(t, f.Layer(t))
-			toc := fixtureTOC(t, &f)
-			mnt := mountTree(t, toc, newMemReader(tarBytes), Options{})
-
-			dir := t.TempDir()
-			cmd := exec.Command("tar", "-xpf", f.LayerPath, "--xattrs", "--xattrs-include=*",
-				"--numeric-owner", "--same-owner", "-C", dir)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("GNU tar: %v\n%s", err, out)
-			}
-			want := overlayView(scanTree(t, dir))
-			got := scanTree(t, mnt)
-			for _, d := range append(implicitDirs(toc, want), reenteredDirs(toc)...) {
-				// Synthesised parents: tar stamps them with the time of
-				// extraction, the mount with the epoch. Re-entered dirs:
-				// GNU tar restores a directory's mtime once the archive
-				// moves on, so a later entry inside it bumps the mtime;
-				// the TOC (and containerd, which sets directory times
-				// last) keep the entry's.
-				w, wok := want[d]
-				g, gok := got[d]
-				if !wok || !gok {
-					continue // diffTrees reports it
-				}
-				w.Mtime, g.Mtime = 0, 0
-				want[d], got[d] = w, g
-			}
-			diffTrees(t, want, got)
-		})
+		for _, via := range []string{"memory", "spans"} {
+			t.Run(f.Name+"/"+via, func(t *testing.T) {
+				compareWithGNUTar(t, &f, via)
+			})
+		}
 	}
+}
+
+// compareWithGNUTar mounts a fixture with its bytes served either from the
+// gunzipped tar in memory or through ztoc.Reader (spans inflated from their
+// checkpoints, as the span layer serves them) and compares it with GNU tar.
+func compareWithGNUTar(t *testing.T, f *ztoctest.Fixture, via string) {
+	z, err := ztoc.Unmarshal(f.Ztoc(t))
+	if err != nil {
+		t.Fatalf("decode %s: %v", f.ZtocPath, err)
+	}
+	toc := fixtureTOC(t, f)
+	var r Reader = newMemReader(uncompressed(t, f.Layer(t)))
+	if via == "spans" {
+		r = ztoc.NewReader(z, ztoc.NewFileFetcher(bytes.NewReader(f.Layer(t))))
+	}
+	mnt := mountTree(t, toc, r, Options{})
+
+	dir := t.TempDir()
+	cmd := exec.Command("tar", "-xpf", f.LayerPath, "--xattrs", "--xattrs-include=*",
+		"--numeric-owner", "--same-owner", "-C", dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("GNU tar: %v\n%s", err, out)
+	}
+	want := overlayView(scanTree(t, dir))
+	got := scanTree(t, mnt)
+	for _, d := range append(implicitDirs(toc, want), reenteredDirs(toc)...) {
+		// Synthesised parents: tar stamps them with the time of
+		// extraction, the mount with the epoch. Re-entered dirs:
+		// GNU tar restores a directory's mtime once the archive
+		// moves on, so a later entry inside it bumps the mtime;
+		// the TOC (and containerd, which sets directory times
+		// last) keep the entry's.
+		w, wok := want[d]
+		g, gok := got[d]
+		if !wok || !gok {
+			continue // diffTrees reports it
+		}
+		w.Mtime, g.Mtime = 0, 0
+		want[d], got[d] = w, g
+	}
+	diffTrees(t, want, got)
 }
 
 // fixtureTOC decodes the zTOC the reference builder wrote for a fixture and
