@@ -46,6 +46,7 @@ func commands() []command {
 		pullCommand(),
 		explainCommand(),
 		ztocCommand(),
+		mountCommand(),
 	}
 }
 
