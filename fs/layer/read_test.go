@@ -335,3 +335,51 @@ func TestMarkersAndAttrs(t *testing.T) {
 		t.Errorf("statfs: %v flags %#x, want read-only", err, st.Flags)
 	}
 }
+
+// blockingVerifier blocks VerifyEntry until its context is cancelled,
+// reporting the call and the cancellation.
+type blockingVerifier struct {
+	memReader
+	called, cancelled chan struct{}
+}
+
+func (b blockingVerifier) VerifyEntry(ctx context.Context, e *ztoc.FileMetadata) error {
+	close(b.called)
+	select {
+	case <-ctx.Done():
+		close(b.cancelled)
+		return ctx.Err()
+	case <-time.After(30 * time.Second):
+		return errors.New("never cancelled")
+	}
+}
+
+// TestKillCancelsOpen kills a process blocked in open(2) on the mount and
+// expects the kernel's interrupt to cancel the context the Verifier got:
+// the FUSE request's context is what reaches the fetch. (Readahead READs
+// are background requests the kernel never interrupts; a synchronous
+// request such as this first open is.)
+func TestKillCancelsOpen(t *testing.T) {
+	tb := makeTar(t, []tarEntry{{name: "f", typ: tar.TypeReg, mode: 0o644, body: "f"}})
+	bv := blockingVerifier{newMemReader(tb), make(chan struct{}), make(chan struct{})}
+	mnt := mountTree(t, tocFromTar(t, tb), bv, Options{})
+
+	cmd := exec.Command("cat", filepath.Join(mnt, "f"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-bv.called:
+	case <-time.After(10 * time.Second):
+		t.Fatal("open never reached the verifier")
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	select {
+	case <-bv.cancelled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("killing the reader did not cancel the verifier's context")
+	}
+}
