@@ -22,6 +22,7 @@ const (
 // Limits of the Linux VFS; entries beyond them could not be extracted either.
 const (
 	maxNameLen      = 255     // NAME_MAX
+	maxPathLen      = 4096    // PATH_MAX; also bounds the tree's depth
 	maxLinkLen      = 4095    // PATH_MAX - 1
 	maxXattrNameLen = 255     // XATTR_NAME_MAX
 	maxXattrSize    = 1 << 16 // XATTR_SIZE_MAX
@@ -89,6 +90,9 @@ func newDir() *meta {
 func splitName(name string) ([]string, error) {
 	if strings.IndexByte(name, 0) >= 0 {
 		return nil, fmt.Errorf("name contains a NUL byte: %w", ErrInvalidEntry)
+	}
+	if len(name) > maxPathLen {
+		return nil, fmt.Errorf("name of %d bytes is longer than %d: %w", len(name), maxPathLen, ErrInvalidEntry)
 	}
 	var parts []string
 	for p := range strings.SplitSeq(name, "/") {

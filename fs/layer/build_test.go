@@ -42,6 +42,7 @@ func TestBuildRejectsHostileEntries(t *testing.T) {
 		"dotdot at end":         {reg("a/..")},
 		"nul in name":           {reg("a\x00b")},
 		"component too long":    {reg("d/" + long)},
+		"path too long":         {reg(strings.Repeat("a/", 2049))},
 		"through symlink":       {link("l", ztoc.TypeSymlink, "/etc"), reg("l/passwd")},
 		"through file":          {reg("f"), reg("f/x")},
 		"through whiteout":      {reg(".wh.x/y")},
