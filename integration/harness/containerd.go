@@ -157,13 +157,16 @@ const criConfig = `
 `
 
 // Ctr runs ctr against this containerd in the harness namespace and returns
-// its combined output; an error carries the output.
+// its standard output (containerd's warnings on stderr are dropped); an
+// error carries both.
 func (c *Containerd) Ctr(ctx context.Context, args ...string) (string, error) {
 	full := append([]string{"--address", c.Address, "--namespace", Namespace}, args...)
 	cmd := exec.CommandContext(ctx, c.ctr, full...)
-	out, err := cmd.CombinedOutput()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		return string(out), fmt.Errorf("ctr %s: %w\n%s", strings.Join(args, " "), err, out)
+		return string(out), fmt.Errorf("ctr %s: %w\n%s%s", strings.Join(args, " "), err, out, stderr.String())
 	}
 	return string(out), nil
 }

@@ -1,0 +1,148 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// commandTimeout bounds one client command (pull, run, explain).
+const commandTimeout = 5 * time.Minute
+
+// EnvOptions select how the processes of an Env are configured.
+type EnvOptions struct {
+	// Daemon configures the ociseek-snapshotter.
+	Daemon DaemonOptions
+	// CRI enables containerd's CRI plugin (see ContainerdOptions.CRI).
+	CRI bool
+}
+
+// Env is the daemon and containerd wired together in one private
+// directory, the way a node runs them.
+type Env struct {
+	// Dir is the private directory holding everything.
+	Dir string
+	// Tools are the binaries in use.
+	Tools Tools
+	// Daemon is the ociseek-snapshotter.
+	Daemon *Daemon
+	// Containerd is containerd, with the daemon as proxy snapshotter "soci".
+	Containerd *Containerd
+}
+
+// NewEnv starts the daemon and containerd in a fresh directory under /tmp
+// (short, because unix socket paths are limited to 107 bytes). Cleanup
+// stops containerd, then the daemon, unmounts what is left and removes the
+// directory, unless something could not be unmounted.
+func NewEnv(t T, tools Tools, opts EnvOptions) *Env {
+	t.Helper()
+	dir, err := os.MkdirTemp("/tmp", "osk-")
+	if err != nil {
+		t.Fatalf("env dir: %v", err)
+	}
+	t.Cleanup(func() { removeEnvDir(t, dir) })
+	e := &Env{Dir: dir, Tools: tools}
+	e.Daemon = StartDaemon(t, tools, filepath.Join(dir, "d"), opts.Daemon)
+	e.Containerd = StartContainerd(t, tools, filepath.Join(dir, "c"), ContainerdOptions{
+		SociSocket: e.Daemon.Address,
+		SociRoot:   e.Daemon.Root,
+		CRI:        opts.CRI,
+	})
+	return e
+}
+
+// removeEnvDir unmounts what is left under dir and deletes it; it never
+// deletes through a mount (a walk into a FUSE or overlay mount would
+// delete the wrong files or hang).
+func removeEnvDir(t T, dir string) {
+	t.Helper()
+	if err := UnmountAll(dir); err != nil {
+		t.Logf("unmount under %s: %v", dir, err)
+	}
+	if m, err := MountsUnder(dir); err != nil || len(m) > 0 {
+		t.Logf("keeping %s: mounts remain (%v, %v)", dir, m, err)
+		return
+	}
+	if t.Failed() {
+		t.Logf("test failed: keeping %s for inspection", dir)
+		return
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Logf("remove %s: %v", dir, err)
+	}
+}
+
+// Ociseek runs the ociseek CLI against this containerd; verbs that talk to
+// containerd get its address and namespace.
+func (e *Env) Ociseek(ctx context.Context, verb string, args ...string) (string, error) {
+	full := []string{verb}
+	if verb == "pull" || verb == "explain" {
+		full = append(full, "--address", e.Containerd.Address, "--namespace", Namespace)
+	}
+	return Run(ctx, commandTimeout, e.Tools.Ociseek, append(full, args...)...)
+}
+
+// Pull runs `ociseek pull REF`.
+func (e *Env) Pull(ctx context.Context, ref string) (string, error) {
+	return e.Ociseek(ctx, "pull", ref)
+}
+
+// Explain runs `ociseek explain REF` and returns its rows keyed by layer
+// digest: the PATH and REASON columns.
+func (e *Env) Explain(ctx context.Context, ref string) (string, map[string][2]string, error) {
+	out, err := e.Ociseek(ctx, "explain", ref)
+	if err != nil {
+		return out, nil, err
+	}
+	rows := map[string][2]string{}
+	for _, line := range strings.Split(out, "\n")[1:] {
+		f := strings.Fields(line)
+		// LAYER DIGEST SIZE UNIT PATH REASON WHY...
+		if len(f) >= 6 {
+			rows[f[1]] = [2]string{f[4], f[5]}
+		}
+	}
+	return out, rows, nil
+}
+
+// RunContainer runs REF with `ctr run --rm --snapshotter soci` (the image's
+// command, or args when given) and returns what the container printed.
+func (e *Env) RunContainer(ctx context.Context, ref, id string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
+	defer cancel()
+	full := append([]string{"run", "--rm", "--snapshotter", "soci", ref, id}, args...)
+	return e.Containerd.Ctr(ctx, full...)
+}
+
+// SnapshotLabels returns the labels of snapshot key on the soci
+// snapshotter, from `ctr snapshots info`.
+func (e *Env) SnapshotLabels(ctx context.Context, key string) (map[string]string, error) {
+	out, err := e.Containerd.Ctr(ctx, "snapshots", "--snapshotter", "soci", "info", key)
+	if err != nil {
+		return nil, err
+	}
+	return parseSnapshotInfo(out)
+}
+
+// FUSEMounts returns the FUSE mounts under the daemon's root.
+func (e *Env) FUSEMounts() ([]Mount, error) {
+	all, err := MountsUnder(e.Daemon.Root)
+	if err != nil {
+		return nil, err
+	}
+	var fuse []Mount
+	for _, m := range all {
+		if m.IsFUSE() {
+			fuse = append(fuse, m)
+		}
+	}
+	return fuse, nil
+}
+
+// String describes the env for failure messages.
+func (e *Env) String() string {
+	return fmt.Sprintf("env %s (daemon pid %d, containerd pid %d)", e.Dir, e.Daemon.PID(), e.Containerd.PID())
+}
