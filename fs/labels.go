@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -32,6 +33,14 @@ const (
 	LabelIndexDigest = "containerd.io/snapshot/remote/soci.index.digest"
 )
 
+// ErrNoLabels reports an unpack whose labels name no image at all: none of
+// LabelImageRef, LabelManifestDigest and LabelLayerDigest is set. That is
+// containerd running without snapshot annotations (CRI's
+// disable_snapshot_annotations, or the transfer service without
+// enable_remote_snapshot_annotations), not a malformed request; callers
+// usually let containerd pull such a layer.
+var ErrNoLabels = errors.New("no image labels")
+
 // LayerRef names one layer of one image: everything needed to find its
 // zTOC and to read its blob.
 type LayerRef struct {
@@ -49,9 +58,14 @@ type LayerRef struct {
 
 // LayerRefFromLabels reads the LayerRef of an unpack Prepare's labels.
 // A missing or malformed label gives an error wrapping
-// errdefs.ErrInvalidArgument that names the label.
+// errdefs.ErrInvalidArgument that names the label; when all three required
+// labels are missing the error wraps ErrNoLabels too.
 func LayerRefFromLabels(labels map[string]string) (LayerRef, error) {
 	var l LayerRef
+	if labels[LabelImageRef] == "" && labels[LabelManifestDigest] == "" && labels[LabelLayerDigest] == "" {
+		return l, fmt.Errorf("labels %s, %s and %s missing (containerd must run with snapshot annotations enabled): %w: %w",
+			LabelImageRef, LabelManifestDigest, LabelLayerDigest, ErrNoLabels, errdefs.ErrInvalidArgument)
+	}
 	ref, err := requiredLabel(labels, LabelImageRef)
 	if err != nil {
 		return l, err

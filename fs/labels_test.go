@@ -73,6 +73,9 @@ func TestLayerRefFromLabelsErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := LayerRefFromLabels(tc.labels)
+			if errors.Is(err, ErrNoLabels) {
+				t.Errorf("error %v wraps ErrNoLabels, but some labels are there", err)
+			}
 			if !errors.Is(err, errdefs.ErrInvalidArgument) {
 				t.Fatalf("error %v, want ErrInvalidArgument", err)
 			}
@@ -80,6 +83,17 @@ func TestLayerRefFromLabelsErrors(t *testing.T) {
 				t.Errorf("error %q does not name label %s", err, tc.names)
 			}
 		})
+	}
+}
+
+// TestNoLabels: an unpack without any image label (containerd without
+// snapshot annotations) is told apart from a malformed one.
+func TestNoLabels(t *testing.T) {
+	for _, labels := range []map[string]string{nil, {"containerd.io/snapshot.ref": "sha256:abc"}} {
+		_, err := LayerRefFromLabels(labels)
+		if !errors.Is(err, ErrNoLabels) || !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("labels %v: %v, want ErrNoLabels and ErrInvalidArgument", labels, err)
+		}
 	}
 }
 

@@ -1,15 +1,26 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"path/filepath"
 
 	"github.com/ociseek/ociseek/config"
+	"github.com/ociseek/ociseek/fs"
+	"github.com/ociseek/ociseek/fs/bgfetch"
+	"github.com/ociseek/ociseek/fs/cache"
+	"github.com/ociseek/ociseek/fs/layer"
+	"github.com/ociseek/ociseek/fs/remote"
 	"github.com/ociseek/ociseek/index"
+	"github.com/ociseek/ociseek/index/discover"
 	"github.com/ociseek/ociseek/snapshot"
+	"github.com/ociseek/ociseek/ztoc"
 	"github.com/prometheus/client_golang/prometheus"
+	orasremote "oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
 	"oras.land/oras-go/v2/registry/remote/retry"
@@ -52,17 +63,91 @@ func newSnapshotter(ctx context.Context, cfg *config.Config, reg prometheus.Regi
 	return sn, nil
 }
 
-// newFileSystem returns the FileSystem that mounts layers lazily.
-//
-// Placeholder until the fs package is wired in: it reports every image as
-// unindexed, so every layer takes the overlay path and containerd pulls it.
-// Replace the body with fs.New(...) (span cache under cfg.Cache, discovery
-// from cfg.Discovery, registry access through client, metrics on reg).
-func newFileSystem(context.Context, *config.Config, *auth.Client, prometheus.Registerer) (snapshot.FileSystem, error) {
-	return noIndexFS{}, nil
+// newFileSystem returns the FileSystem that mounts layers lazily: fs over
+// index/discover (zTOCs) and fs/remote (blobs), both through client. With
+// lazy loading off it is noIndexFS, so a host without FUSE can still run
+// the daemon.
+func newFileSystem(_ context.Context, cfg *config.Config, client *auth.Client, reg prometheus.Registerer) (snapshot.FileSystem, error) {
+	if !cfg.Snapshotter.Lazy {
+		return noIndexFS{}, nil
+	}
+	// One plain-HTTP policy for every registry client of the daemon.
+	plainHTTP := newLayerUnpacker(cfg, client).isPlainHTTP
+	disc := discover.New(discover.Options{
+		NewRepository: func(name string) (*orasremote.Repository, error) {
+			repo, err := orasremote.NewRepository(name)
+			if err != nil {
+				return nil, err
+			}
+			repo.Client, repo.PlainHTTP = client, plainHTTP(repo.Reference.Registry)
+			return repo, nil
+		},
+		IndexRepos:  cfg.Discovery.IndexRepositories,
+		DisableV1:   !cfg.Discovery.V1,
+		DisableV2:   !cfg.Discovery.V2,
+		TTL:         cfg.Discovery.CacheTTL.Duration,
+		NegativeTTL: cfg.Discovery.NegativeCacheTTL.Duration,
+	})
+	blobs := fs.RemoteBlobs{Client: client, PlainHTTP: plainHTTP, Options: remote.Options{
+		RequestTimeout: cfg.Fetch.RequestTimeout.Duration,
+		MaxRetries:     cfg.Fetch.MaxRetries,
+		MinBackoff:     cfg.Fetch.MinRetryWait.Duration,
+		MaxBackoff:     cfg.Fetch.MaxRetryWait.Duration,
+	}}
+	// fs/layer has one kernel cache timeout for entries, attributes and
+	// negative lookups; the longest configured one applies.
+	fuseCache := max(cfg.FUSE.AttrTimeout.Duration, cfg.FUSE.EntryTimeout.Duration, cfg.FUSE.NegativeTimeout.Duration)
+	opts := []fs.Opt{
+		fs.WithRegisterer(reg),
+		fs.WithMountTimeout(cfg.FUSE.MountTimeout.Duration),
+		fs.WithMountOptions(layer.MountOptions{CacheTimeout: fuseCache, Debug: cfg.FUSE.Debug}),
+		fs.WithCacheOptions(cache.WithMaxBytes(cacheBytes(cfg.Cache.MaxBytes))),
+		fs.WithCacheDir(cmp.Or(cfg.Cache.Dir, filepath.Join(cfg.Daemon.Root, "cache"))),
+	}
+	if cfg.BackgroundFetch.Enable {
+		opts = append(opts, fs.WithBackgroundFetch(bgfetch.Options{QuietPeriod: cfg.BackgroundFetch.SilencePeriod.Duration}))
+	}
+	fsys, err := fs.New(filepath.Join(cfg.Daemon.Root, "fs"), ztocSource{disc}, blobs, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("start lazy file system: %w", err)
+	}
+	return lazyFS{fsys}, nil
 }
 
-// noIndexFS is the placeholder FileSystem: no image has an index.
+// lazyFS is fs.FS as the snapshotter's FileSystem. An unpack without image
+// labels (containerd running without snapshot annotations) counts as an
+// image without an index: containerd pulls the layer, as it would without
+// ociseek, rather than the daemon failing to unpack it.
+type lazyFS struct{ *fs.FS }
+
+// Mount implements snapshot.FileSystem.
+func (l lazyFS) Mount(ctx context.Context, mountpoint string, labels map[string]string) error {
+	err := l.FS.Mount(ctx, mountpoint, labels)
+	if errors.Is(err, fs.ErrNoLabels) {
+		return fmt.Errorf("%w: %w", err, index.ErrNoIndex)
+	}
+	return err
+}
+
+// cacheBytes turns the configured cache bound into fs/cache's (0 there is
+// not "no limit").
+func cacheBytes(n int64) int64 {
+	if n <= 0 {
+		return math.MaxInt64
+	}
+	return n
+}
+
+// ztocSource adapts index/discover to fs.ZtocSource (fs may not import
+// index packages; they meet here).
+type ztocSource struct{ d *discover.Discoverer }
+
+// Lookup implements fs.ZtocSource.
+func (s ztocSource) Lookup(ctx context.Context, l fs.LayerRef) (*ztoc.Ztoc, error) {
+	return s.d.LayerZtoc(ctx, l.ImageRef, l.ManifestDigest, l.IndexDigest, l.LayerDigest)
+}
+
+// noIndexFS is the FileSystem with lazy loading off: no image has an index.
 type noIndexFS struct{}
 
 func (noIndexFS) Mount(context.Context, string, map[string]string) error {
