@@ -102,9 +102,15 @@ type image struct {
 // spans, so the files span several of them.
 func pushImage(t testing.TB, reg *regtest.Registry, repo string) *image {
 	t.Helper()
-	entries := layerEntries()
+	return pushEntries(t, reg, repo, layerEntries(), 64<<10)
+}
+
+// pushEntries pushes a one-layer image of entries to reg and builds the
+// layer's zTOC with the given span size.
+func pushEntries(t testing.TB, reg *regtest.Registry, repo string, entries []entry, spanSize int64) *image {
+	t.Helper()
 	layer := makeLayer(t, entries)
-	z, err := ztoc.Build(context.Background(), bytes.NewReader(layer), ztoc.BuildOptions{SpanSize: 64 << 10})
+	z, err := ztoc.Build(context.Background(), bytes.NewReader(layer), ztoc.BuildOptions{SpanSize: spanSize})
 	if err != nil {
 		t.Fatal(err)
 	}
