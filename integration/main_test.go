@@ -42,6 +42,13 @@ func setup(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "integration: these tests start containerd and FUSE mounts and must run as root")
 		return 1
 	}
+	if dir := os.Getenv(envProjectBin); dir != "" {
+		// Prebuilt binaries, e.g. from a clean checkout while the work tree
+		// is mid-edit.
+		tools.Ociseek = filepath.Join(dir, "ociseek")
+		tools.Snapshotter = filepath.Join(dir, "ociseek-snapshotter")
+		return m.Run()
+	}
 	binDir, err := os.MkdirTemp("", "ociseek-integration-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "integration:", err)
@@ -60,6 +67,11 @@ func setup(m *testing.M) int {
 	}
 	return m.Run()
 }
+
+// envProjectBin names a directory with prebuilt ociseek and
+// ociseek-snapshotter binaries; unset, TestMain builds them from this
+// module.
+const envProjectBin = "OCISEEK_INTEGRATION_BIN"
 
 // testContext returns a context that ends before the test's deadline, so a
 // hang fails with a message instead of a timeout panic.
