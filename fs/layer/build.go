@@ -271,6 +271,13 @@ func setAttrs(m *meta, e *ztoc.FileMetadata) error {
 		if len(name) > maxXattrNameLen || len(v) > maxXattrSize || strings.IndexByte(name, 0) >= 0 {
 			return fmt.Errorf("xattr %.40q: name or value too long, or NUL in name: %w", name, ErrInvalidEntry)
 		}
+		if strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.") {
+			// overlayfs's private metadata: overlay would obey it from a
+			// lower layer (redirects, metacopy, opacity), so a layer must
+			// not be able to plant it; opacity is stated with a
+			// .wh..wh..opq marker instead.
+			continue
+		}
 		if name == capabilityXattr && !validFileCaps(v) {
 			// setxattr(2) refuses such a value, so the layer extracted on
 			// disk has none; serving it would make exec(2) of the file

@@ -180,13 +180,16 @@ func TestBuildImplicitParentsAndNlink(t *testing.T) {
 	}
 }
 
+// TestBuildFileCapabilities: a capability setxattr(2) would refuse, and
+// overlayfs's private xattrs, are not served.
 func TestBuildFileCapabilities(t *testing.T) {
 	v2 := "\x01\x00\x00\x02" + strings.Repeat("\x00", 16)
 	bad := "\x01\x00\x00\x02"
 	e := reg("ping")
 	e.PAXRecords = map[string]string{"SCHILY.xattr.security.capability": v2}
 	e2 := reg("bad")
-	e2.PAXRecords = map[string]string{"SCHILY.xattr.security.capability": bad, "SCHILY.xattr.user.k": "v"}
+	e2.PAXRecords = map[string]string{"SCHILY.xattr.security.capability": bad, "SCHILY.xattr.user.k": "v",
+		"SCHILY.xattr.trusted.overlay.redirect": "/etc", "SCHILY.xattr.user.overlay.opaque": "y"}
 	tr, err := buildTree([]ztoc.FileMetadata{e, e2})
 	if err != nil {
 		t.Fatal(err)
@@ -195,6 +198,6 @@ func TestBuildFileCapabilities(t *testing.T) {
 		t.Errorf("valid v2 capability not kept: %q", got)
 	}
 	if names := lookup(t, tr, "bad").xattrNames; len(names) != 1 || names[0] != "user.k" {
-		t.Errorf("malformed capability not dropped: %v", names)
+		t.Errorf("malformed capability or overlay metadata not dropped: %v", names)
 	}
 }

@@ -30,7 +30,10 @@
 // numbers the kernel cannot carry, and hardlinks whose target is missing or
 // a directory make New fail with an error wrapping ErrInvalidEntry rather
 // than being served. A security.capability value that setxattr(2) would
-// refuse is dropped, as extraction would drop it.
+// refuse is dropped, as extraction would drop it, and so are xattrs in
+// overlayfs's private namespaces (trusted.overlay.*, user.overlay.*): overlay
+// obeys them in a lower layer (redirects, metacopy, opacity), and a layer
+// must not steer it other than with whiteout markers.
 //
 // A process that serves a mount must not fork and exec a file inside that
 // mount itself: Go starts children with vfork, which suspends the forking

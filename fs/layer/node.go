@@ -89,9 +89,6 @@ func (n *attrNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.
 		}
 	}
 	for _, name := range n.m.xattrNames {
-		if n.m.opaque && (name == opaqueXattrTrusted || name == opaqueXattrUser) {
-			continue
-		}
 		list = append(list, name...)
 		list = append(list, 0)
 	}
