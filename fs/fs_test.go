@@ -5,17 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ociseek/ociseek/fs/bgfetch"
 	"github.com/ociseek/ociseek/fs/remote"
+	"github.com/ociseek/ociseek/fs/span"
 	"github.com/ociseek/ociseek/index"
 	"github.com/ociseek/ociseek/internal/regtest"
 )
@@ -354,5 +358,81 @@ func TestUnmountStale(t *testing.T) {
 	}
 	if err := f.Unmount(context.Background(), "/proc"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("unmount of a foreign mount: %v, want ErrNotFound", err)
+	}
+}
+
+// countingOpener counts the blob opens of a BlobOpener.
+type countingOpener struct {
+	BlobOpener
+	opens atomic.Int64
+}
+
+func (c *countingOpener) OpenBlob(ctx context.Context, l LayerRef) (span.BlobReader, error) {
+	c.opens.Add(1)
+	return c.BlobOpener.OpenBlob(ctx, l)
+}
+
+// TestCheckSwapsBlob: a Check after a registry outage opens the blob anew
+// (re-resolution) rather than trusting the old connection.
+func TestCheckSwapsBlob(t *testing.T) {
+	t.Parallel()
+	reg := regtest.Start(t, regtest.KindDistribution)
+	img := pushImage(t, reg, "lazy/swap")
+	opener := &countingOpener{BlobOpener: remoteBlobs()}
+	f, err := New(t.TempDir(), newSource(img), opener, WithCheck(time.Hour, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	mp := mountDir(t)
+	ctx := context.Background()
+	if err := f.Mount(ctx, mp, img.criLabels()); err != nil {
+		t.Fatal(err)
+	}
+	reg.Restart()
+	if _, err := readFile(mp, "usr/bin/tool"); err != nil {
+		t.Fatalf("read across a registry restart: %v", err)
+	}
+	if err := f.Check(ctx, mp, nil); err != nil || opener.opens.Load() != 1 {
+		t.Fatalf("check after successful reads: %v with %d opens, want nil and no new open", err, opener.opens.Load())
+	}
+	reg.Stop()
+	if _, err := readFile(mp, "usr/share/data.bin"); err == nil {
+		t.Fatal("read of unfetched bytes with the registry down succeeded")
+	}
+	reg.Restart()
+	if err := f.Check(ctx, mp, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := opener.opens.Load(); n != 2 {
+		t.Fatalf("blob opened %d times, want 2 (mount, re-resolution)", n)
+	}
+}
+
+// TestVerificationFailureIsFinal: bytes that do not match the zTOC's span
+// digest are never served; the layer fails, Status says why, and Check
+// reports it unusable without hoping the registry will fix it.
+func TestVerificationFailureIsFinal(t *testing.T) {
+	t.Parallel()
+	img := pushImage(t, regtest.Start(t, regtest.KindDistribution), "lazy/tampered")
+	z := *img.ztoc
+	z.SpanDigests = slices.Clone(z.SpanDigests)
+	z.SpanDigests[0] = digest.FromString("not span 0")
+	src := newSource(img)
+	src.ztocs[img.ref.LayerDigest] = &z
+	f := newFS(t, src, WithCheck(0, 5*time.Second))
+	mp := mountDir(t)
+	if err := f.Mount(context.Background(), mp, img.criLabels()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readFile(mp, "etc/hello.txt"); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read of a tampered span: %v, want EIO", err)
+	}
+	st, _ := f.Status(mp)
+	if !errors.Is(st.Failed, span.ErrLayerFailed) {
+		t.Errorf("status Failed = %v, want ErrLayerFailed", st.Failed)
+	}
+	if err := f.Check(context.Background(), mp, nil); !errors.Is(err, span.ErrLayerFailed) {
+		t.Fatalf("check of a failed layer: %v, want ErrLayerFailed", err)
 	}
 }
