@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -191,4 +192,53 @@ func BenchmarkWarmReread(b *testing.B) {
 	b.ReportMetric(ratio(tOpen, 1), "reader-open/local-open")
 	b.ReportMetric(ratio(tOpen, 2), "passthrough-open/local-open")
 	b.ReportMetric(float64(size)*float64(b.N)/tHeld[0].Seconds()/1e6, "local-MB/s")
+}
+
+// heapInUse is the live heap; two collections, so that objects parked in
+// sync.Pools (go-fuse's buffers) by an earlier mount are gone too.
+func heapInUse() int64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
+}
+
+// BenchmarkTreeMemory reports the heap a 20k-entry layer costs: the model
+// New builds, and the go-fuse inodes OnAdd adds when it is mounted. The
+// TOC itself (owned by the caller) is not counted.
+func BenchmarkTreeMemory(b *testing.B) {
+	const dirs, files = 200, 100
+	toc := make([]ztoc.FileMetadata, 0, dirs*(files+1))
+	for d := range dirs {
+		toc = append(toc, ztoc.FileMetadata{Name: fmt.Sprintf("usr/lib/d%03d/", d), Type: ztoc.TypeDir, Mode: 0o755})
+		for f := range files {
+			toc = append(toc, ztoc.FileMetadata{Name: fmt.Sprintf("usr/lib/d%03d/lib%03d.so", d, f),
+				Type: ztoc.TypeReg, Mode: 0o644, UncompressedSize: 4096})
+		}
+	}
+	var model, inodes int64
+	for range b.N {
+		base := heapInUse()
+		root, err := New(toc, newMemReader(nil), Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		built := heapInUse()
+		mnt := b.TempDir()
+		srv, err := Mount(mnt, root, MountOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		mounted := heapInUse()
+		if err := srv.Unmount(); err != nil {
+			b.Fatal(err)
+		}
+		srv.Wait()
+		model += built - base
+		inodes += mounted - built
+	}
+	n := float64(b.N) * float64(len(toc))
+	b.ReportMetric(float64(model)/n, "model-B/entry")
+	b.ReportMetric(float64(inodes)/n, "inodes-B/entry")
 }
