@@ -383,3 +383,22 @@ func TestKillCancelsOpen(t *testing.T) {
 		t.Fatal("killing the reader did not cancel the verifier's context")
 	}
 }
+
+func TestMountErrors(t *testing.T) {
+	requireFUSE(t)
+	if _, err := New(nil, nil, Options{}); err == nil {
+		t.Error("New with a nil Reader succeeded")
+	}
+	root, err := New(nil, newMemReader(nil), Options{})
+	if err != nil {
+		t.Fatalf("New of an empty layer: %v", err)
+	}
+	if root.Entries() != 0 || root.HasXattrs() {
+		t.Errorf("empty layer: %d entries, xattrs %v", root.Entries(), root.HasXattrs())
+	}
+	missing := filepath.Join(t.TempDir(), "missing")
+	if srv, err := Mount(missing, root, MountOptions{}); err == nil {
+		_ = srv.Unmount()
+		t.Errorf("Mount on a missing directory succeeded")
+	}
+}
