@@ -9,8 +9,15 @@
 //     share one fetch (a flight); the fetch is cancelled when every reader
 //     waiting for it has gone (an interrupted read(2) cancels its HTTP
 //     request), except fetches the Manager itself started (fetch-ahead).
+//   - A flight is a pipeline: the span's bytes are hashed and inflated while
+//     they stream in (flight.go, stream.go), so a span costs about
+//     max(transfer, inflate), not their sum, and a reader is released as
+//     soon as its bytes are inflated and may be served (below), while the
+//     rest of the span is still being inflated.
 //   - Each span has a state (state.go, with an explicit transition table).
-//   - Sequential readers trigger fetch-ahead of the next spans, in parallel.
+//   - Readers that continue a stream trigger fetch-ahead of the next spans,
+//     several in flight at once (ahead.go); the last few verified spans are
+//     kept in memory for a short while (hot.go).
 //   - Completion (FetchNext, driven by fs/bgfetch) streams the blob in order,
 //     so that the sha256 of all its bytes can be compared with the layer
 //     digest, every span digest is checked against the same bytes, and every
@@ -19,26 +26,33 @@
 //     was served to the layer digest.
 //
 // Verification modes, the trade-off (Options.Verify):
-//   - VerifyStrict (default): a read is answered only from spans whose
-//     digest matched. A span that fails verification is an error, never data.
-//     A small read still costs a whole span's compressed bytes (~1–4 MiB).
-//   - VerifyDeferred: a read needing only the start of an unfetched span
-//     fetches just a prefix of the compressed span, inflates it, and answers
-//     at once, before any digest could be checked (a digest covers the whole
-//     span). The served prefix is kept in memory; when the span is later
-//     fetched whole (a read beyond the prefix, or the background pass, which
-//     takes partial spans first), the verified bytes are compared with what
-//     was served. A mismatch fails the layer (EIO from then on), is counted
-//     and logged: tampering is always detected, but after the container may
-//     have seen the bytes. The tar header check on first open still runs.
+//   - VerifyStrict (default): a read is answered only once the digest of the
+//     whole span matched. A span that fails verification is an error, never
+//     data. A small read therefore waits for a whole span's compressed bytes
+//     (~1–4 MiB) to arrive and be hashed, though not for the whole span to be
+//     inflated: the bytes it needs are inflated alongside the transfer.
+//   - VerifyDeferred: a read is answered as soon as its bytes are inflated,
+//     before the span's digest could be checked (a digest covers the whole
+//     span). A read of the start of an unfetched span first asks for about
+//     the compressed prefix it needs, so it is answered after a small
+//     transfer; the rest of the span streams in on a second request and is
+//     verified by the same flight, which keeps running even if the reader
+//     leaves. A mismatch fails the layer (EIO from then on), is counted and
+//     logged: tampering is always detected, but after the container may
+//     have seen the bytes. If the transfer breaks off after unverified bytes
+//     were served, a hash of them is kept and the next verified fetch of the
+//     span (the background pass takes such spans first) must reproduce them.
+//     The tar header check on first open still runs.
 //
 // The default is strict: on a production node a container must never see
 // bytes that no digest vouches for; deferred trades that for cold small-file
-// latency and transfer (see the benchmarks).
+// latency and transfer on slow links (see the benchmarks).
 //
 // Hazards: the zTOC and the registry are untrusted. Span sizes are bounded
-// (Options.MaxSpanBytes) before anything is allocated; unverified bytes
-// never reach the cache.
+// (Options.MaxSpanBytes) before anything is allocated, and at most
+// MaxParallel spans are buffered at once; the inflater runs on unverified
+// bytes but its output is bounded by the span size; unverified bytes never
+// reach the cache.
 package span
 
 import (
@@ -46,6 +60,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,17 +109,19 @@ type Options struct {
 	// Verify selects strict (default) or deferred verification.
 	Verify VerifyMode
 	// FetchAhead is how many spans past a sequential read are fetched
-	// ahead (default 3; negative disables).
+	// ahead (default GOMAXPROCS+1, at least 2 and at most 8: enough to keep
+	// every core inflating while the next transfer is under way; negative
+	// disables).
 	FetchAhead int
-	// MaxParallel bounds concurrent span fetches of this layer (default 4).
+	// MaxParallel bounds the spans of this layer fetched (and buffered:
+	// compressed plus uncompressed bytes) at once (default FetchAhead+2).
 	MaxParallel int
 	// MaxSpanBytes bounds a span's compressed and uncompressed size
 	// (default 64 MiB); a zTOC declaring more is refused.
 	MaxSpanBytes int64
-	// PrefixMax is the largest part of a span (in uncompressed bytes from
-	// its start) a deferred-mode read may take from a prefix (default a
-	// quarter of the span).
-	PrefixMax int64
+	// HotSpans is how many recently verified spans are kept in memory for
+	// a couple of seconds (default FetchAhead+2; negative disables).
+	HotSpans int
 	// Metrics receives the counters; nil means unregistered ones.
 	Metrics *Metrics
 	// Foreground, when set, is called at the start of every read and the
@@ -137,10 +154,12 @@ type Manager struct {
 	mu       sync.Mutex
 	state    []spanState
 	flights  map[ztoc.SpanID]*flight
-	partials map[ztoc.SpanID][]byte // served unverified prefixes
-	verified int64                  // compressed bytes of verified spans
-	seqEnd   int64                  // end of the last read, to spot sequential readers
-	pass     passState              // background completion progress
+	partials map[ztoc.SpanID]servedPrefix // unverified bytes served by a flight that failed
+	verified int64                        // compressed bytes of verified spans
+	seq      streams                      // where recent readers stopped, to spot sequential ones
+	pass     passState                    // background completion progress
+
+	hot *hotSpans // recently verified spans in memory
 
 	failed atomic.Pointer[error]
 }
@@ -154,7 +173,8 @@ func New(z *ztoc.Ztoc, blob BlobReader, cache Cache, opts Options) (*Manager, er
 	setDefaults(&opts)
 	m := &Manager{z: z, blob: blob, cache: cache, opts: opts, metrics: opts.Metrics,
 		total: z.UncompressedArchiveSize, flights: map[ztoc.SpanID]*flight{},
-		partials: map[ztoc.SpanID][]byte{}, sem: make(chan struct{}, opts.MaxParallel)}
+		partials: map[ztoc.SpanID]servedPrefix{}, sem: make(chan struct{}, opts.MaxParallel),
+		hot: newHotSpans(opts.HotSpans)}
 	if err := m.loadSpans(); err != nil {
 		return nil, fmt.Errorf("span manager for %s: %w", opts.LayerDigest, err)
 	}
@@ -168,13 +188,16 @@ func New(z *ztoc.Ztoc, blob BlobReader, cache Cache, opts Options) (*Manager, er
 
 func setDefaults(o *Options) {
 	if o.FetchAhead == 0 {
-		o.FetchAhead = 3
+		o.FetchAhead = min(max(runtime.GOMAXPROCS(0)+1, 2), 8)
 	}
 	if o.MaxParallel <= 0 {
-		o.MaxParallel = 4
+		o.MaxParallel = max(o.FetchAhead, 0) + 2
 	}
 	if o.MaxSpanBytes <= 0 {
 		o.MaxSpanBytes = 64 << 20
+	}
+	if o.HotSpans == 0 {
+		o.HotSpans = max(o.FetchAhead, 0) + 2
 	}
 }
 
@@ -191,6 +214,9 @@ func (m *Manager) loadSpans() error {
 		s, err := m.z.Span(ztoc.SpanID(i))
 		if err != nil {
 			return err
+		}
+		if err := s.Digest.Validate(); err != nil || s.Digest.Algorithm() != digest.SHA256 {
+			return fmt.Errorf("span %d digest %q: %w", i, s.Digest, ztoc.ErrInvalid)
 		}
 		if s.UncompressedStart != next || s.CompressedSize() > m.opts.MaxSpanBytes ||
 			s.UncompressedSize() > m.opts.MaxSpanBytes {
@@ -236,6 +262,7 @@ func (m *Manager) Progress() (fetched, total int64) {
 func (m *Manager) Close() error {
 	m.cancel()
 	m.wg.Wait()
+	m.hot.close()
 	return nil
 }
 
@@ -286,7 +313,7 @@ func (m *Manager) ReadAt(ctx context.Context, p []byte, off int64) (int, error) 
 	defer func(start time.Time) { m.metrics.ReadSeconds.Observe(time.Since(start).Seconds()) }(time.Now())
 	end := min(off+int64(len(p)), m.total)
 	first, last := m.z.SpansFor(off, end-off)
-	m.fetchAhead(off, end, last)
+	m.startFlights(off, end, first, last)
 	n := 0
 	for id := first; id <= last; id++ {
 		s := m.spans[id]
@@ -307,8 +334,11 @@ func (m *Manager) ReadAt(ctx context.Context, p []byte, off int64) (int, error) 
 
 // readSpan fills dst with span id's bytes from offset off within the span.
 func (m *Manager) readSpan(ctx context.Context, id ztoc.SpanID, dst []byte, off int64) error {
+	if m.hot.read(id, dst, off) {
+		return nil
+	}
 	m.mu.Lock()
-	st, prefix := m.state[id], m.partials[id]
+	st := m.state[id]
 	m.mu.Unlock()
 	switch st {
 	case stateFailed:
@@ -319,20 +349,12 @@ func (m *Manager) readSpan(ctx context.Context, id ztoc.SpanID, dst []byte, off 
 			return nil
 		}
 		m.metrics.CacheMisses.Inc()
-	case statePartial:
-		if off+int64(len(dst)) <= int64(len(prefix)) {
-			copy(dst, prefix[off:])
-			return nil
-		}
-	case stateEmpty:
-		if m.usePrefix(id, off+int64(len(dst))) {
-			return m.readPrefix(ctx, id, dst, off)
-		}
 	}
-	data, err := m.fetchSpan(ctx, id, ReasonDemand)
+	need := off + int64(len(dst))
+	data, err := m.waitSpan(ctx, id, need, m.opts.Verify == VerifyDeferred, ReasonDemand)
 	if err != nil {
 		return err
 	}
-	copy(dst, data[off:])
+	copy(dst, data[off:need])
 	return nil
 }

@@ -1,11 +1,11 @@
 package span
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 
 	"github.com/ociseek/ociseek/ztoc"
 )
@@ -170,9 +170,9 @@ func (m *Manager) settleFromPass(ctx context.Context, id ztoc.SpanID, compressed
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if prefix := m.partials[id]; prefix != nil {
+	if prefix, ok := m.partials[id]; ok {
 		delete(m.partials, id)
-		if !bytes.Equal(prefix, data[:len(prefix)]) {
+		if !prefix.matches(data) {
 			m.setState(id, stateFailed)
 			return m.fail(ctx, KindPrefix, fmt.Errorf("span %d: served prefix differs from the verified span", id))
 		}
@@ -203,4 +203,20 @@ func (m *Manager) finishPass(ctx context.Context, h hash.Hash) error {
 	m.pass.done = true
 	m.mu.Unlock()
 	return nil
+}
+
+// readCompressed reads the blob bytes [start, end) whole.
+func (m *Manager) readCompressed(ctx context.Context, start, end int64, reason string) ([]byte, error) {
+	rc, err := m.blob.FetchRange(ctx, start, end)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	buf := make([]byte, end-start) // bounded by MaxSpanBytes (plus the byte a span may share)
+	n, err := io.ReadFull(rc, buf)
+	m.metrics.BytesFetched.WithLabelValues(reason).Add(float64(n))
+	if err != nil {
+		return nil, fmt.Errorf("read [%d,%d): %w", start, end, err)
+	}
+	return buf, nil
 }

@@ -1,0 +1,299 @@
+package span
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/containerd/log"
+
+	"github.com/ociseek/ociseek/ztoc"
+)
+
+// flight is one streaming fetch of a whole span, shared by every reader
+// that needs the span meanwhile. Two goroutines work on it at once: one
+// receives the compressed bytes and hashes them (stream.go, fetchInto), the
+// other inflates them as they arrive (inflateInto), so a span costs about
+// max(transfer, inflate) rather than their sum. Readers are released as soon
+// as the bytes they asked for are inflated and, in strict mode, the whole
+// span's digest has matched; in deferred mode without waiting for the
+// digest (the flight still verifies the span before it ends).
+//
+// Its context is cancelled when the last waiter leaves early, so an
+// interrupted read stops the transfer, unless the Manager started the
+// flight itself (fetch-ahead) or unverified bytes of it were served (they
+// must be verified).
+type flight struct {
+	span      ztoc.Span
+	reason    string
+	firstNeed int64 // end (in the span) of the read that started it; 0 if none
+	keep      bool  // started by the Manager: never cancelled by readers leaving
+	cancel    context.CancelFunc
+	waiters   int // guarded by Manager.mu
+
+	// comp and data are allocated once the flight holds a fetch slot.
+	// comp[:have] and data[:produced] are immutable once published.
+	comp []byte // compressed span bytes
+	data []byte // uncompressed span bytes (comp itself for a tar layer)
+
+	// mu guards the progress fields below; arrived (on mu) wakes the
+	// inflater when bytes arrive or the transfer ends. Lock order:
+	// Manager.mu before flight.mu, never the reverse.
+	mu       sync.Mutex
+	arrived  sync.Cond
+	have     int64 // compressed bytes received and hashed
+	fetchEnd error // why the transfer ended early; nil while it runs or after success
+	fetched  bool  // every compressed byte arrived
+	verified bool  // the digest matched
+	produced int64 // uncompressed bytes inflated
+	served   int64 // end of the unverified bytes handed to readers
+	err      error // terminal failure, for waiters
+	finished bool  // settled: err is final, or the span is complete
+	changed  chan struct{}
+	watched  bool // someone waits on changed
+}
+
+func newFlight(s ztoc.Span, reason string, cancel context.CancelFunc) *flight {
+	f := &flight{span: s, reason: reason, cancel: cancel, changed: make(chan struct{})}
+	f.arrived.L = &f.mu
+	return f
+}
+
+// notifyLocked wakes readers waiting for progress; the caller holds f.mu.
+func (f *flight) notifyLocked() {
+	if f.watched {
+		close(f.changed)
+		f.changed = make(chan struct{})
+		f.watched = false
+	}
+}
+
+// ready reports whether a read needing data[:need] may be answered now, and
+// with what. unverified allows answering before the digest matched.
+func (f *flight) ready(need int64, unverified bool) (data []byte, ok bool, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, true, f.err
+	}
+	if f.fetchEnd != nil {
+		return nil, false, nil // failing: wait for the final error
+	}
+	if f.produced >= need && (f.verified || unverified) {
+		if !f.verified {
+			f.served = max(f.served, need)
+		}
+		return f.data, true, nil
+	}
+	return nil, false, nil
+}
+
+// watch returns a channel closed at the next progress.
+func (f *flight) watch() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.watched = true
+	return f.changed
+}
+
+// fetchSpan waits for span id to be verified and wholly inflated and
+// returns its bytes, joining a flight in progress or starting one.
+func (m *Manager) fetchSpan(ctx context.Context, id ztoc.SpanID, reason string) ([]byte, error) {
+	return m.waitSpan(ctx, id, m.spans[id].UncompressedSize(), false, reason)
+}
+
+// waitSpan returns the flight's buffer for span id once data[:need] may be
+// served (see flight.ready).
+func (m *Manager) waitSpan(ctx context.Context, id ztoc.SpanID, need int64, unverified bool, reason string) ([]byte, error) {
+	f := m.joinFlight(id, reason, need)
+	for {
+		data, ok, err := f.ready(need, unverified)
+		if ok {
+			m.leaveFlight(f, false)
+			return data, err
+		}
+		ch := f.watch()
+		// Progress may have happened between ready and watch.
+		if data, ok, err := f.ready(need, unverified); ok {
+			m.leaveFlight(f, false)
+			return data, err
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			m.leaveFlight(f, true)
+			return nil, fmt.Errorf("span %d: %w", id, context.Cause(ctx))
+		}
+	}
+}
+
+// joinFlight returns span id's flight, starting one if there is none, and
+// counts the caller as a waiter.
+func (m *Manager) joinFlight(id ztoc.SpanID, reason string, need int64) *flight {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f := m.startFlightLocked(id, reason, need, false)
+	f.waiters++
+	return f
+}
+
+// startFlightLocked returns span id's flight, starting one if needed; the
+// caller holds m.mu. keep marks a flight no reader may cancel.
+func (m *Manager) startFlightLocked(id ztoc.SpanID, reason string, need int64, keep bool) *flight {
+	if f := m.flights[id]; f != nil {
+		f.keep = f.keep || keep
+		return f
+	}
+	fctx, cancel := context.WithCancel(m.ctx)
+	f := newFlight(m.spans[id], reason, cancel)
+	f.firstNeed, f.keep = need, keep
+	m.flights[id] = f
+	m.wg.Add(1)
+	go m.runFlight(fctx, id, f)
+	return f
+}
+
+func (m *Manager) leaveFlight(f *flight, abandoned bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f.waiters--
+	if !abandoned || f.waiters > 0 || f.keep {
+		return
+	}
+	f.mu.Lock()
+	served := f.served
+	f.mu.Unlock()
+	if served == 0 {
+		f.cancel()
+	}
+}
+
+// runFlight fetches, verifies and inflates one span, caches it, then
+// settles its state and wakes the waiters.
+func (m *Manager) runFlight(ctx context.Context, id ztoc.SpanID, f *flight) {
+	defer m.wg.Done()
+	defer f.cancel()
+	err := m.acquire(ctx)
+	if err == nil {
+		err = m.streamSpan(ctx, f)
+		<-m.sem
+	}
+	if err == nil {
+		m.hot.add(id, f.data)
+		if perr := m.cache.Put(m.cacheKey(id), f.data); perr != nil {
+			// Not fatal: the bytes are served from memory now and
+			// fetched again on a later miss.
+			log.G(ctx).WithError(perr).WithField("layer", m.opts.LayerDigest).Warn("span cache write failed")
+		}
+	}
+	err = m.settle(ctx, id, f, err)
+	f.mu.Lock()
+	f.err, f.finished = err, true
+	if err != nil {
+		f.data = nil
+	}
+	f.comp = nil
+	f.notifyLocked()
+	f.mu.Unlock()
+}
+
+// acquire takes a fetch slot, bounding the flights that hold buffers.
+func (m *Manager) acquire(ctx context.Context) error {
+	select {
+	case m.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for a fetch slot: %w", context.Cause(ctx))
+	}
+}
+
+// streamSpan runs the transfer and the inflater of f side by side and
+// classifies the outcome.
+func (m *Manager) streamSpan(ctx context.Context, f *flight) error {
+	s := f.span
+	f.comp = make([]byte, s.CompressedSize()) // bounded by MaxSpanBytes in New
+	if s.Checkpoint == nil {
+		f.data = f.comp // a tar layer: the span is its own bytes
+	} else {
+		f.data = make([]byte, s.UncompressedSize())
+	}
+	var ierr error
+	var wg sync.WaitGroup
+	if s.Checkpoint != nil {
+		wg.Go(func() { ierr = m.inflateInto(f) })
+	}
+	ferr := m.fetchInto(ctx, f)
+	wg.Wait()
+	switch {
+	case ferr != nil:
+		return fmt.Errorf("fetch span %d: %w", s.ID, ferr)
+	case ierr != nil:
+		// The bytes matched the digest, so the zTOC itself is inconsistent
+		// (wrong checkpoint or sizes): a verification failure too.
+		return fmt.Errorf("span %d verified but does not inflate: %v: %w", s.ID, ierr, ztoc.ErrSpanDigest)
+	}
+	return nil
+}
+
+// servedPrefix records unverified bytes served from a span whose flight
+// then failed (a network error) before its digest could be checked: the
+// next verified fetch of the span must reproduce them.
+type servedPrefix struct {
+	end int64
+	sum [sha256.Size]byte
+}
+
+func (p servedPrefix) matches(data []byte) bool {
+	return int64(len(data)) >= p.end && sha256.Sum256(data[:p.end]) == p.sum
+}
+
+// settle updates span id's state after its flight and returns the error
+// the waiters get.
+func (m *Manager) settle(ctx context.Context, id ztoc.SpanID, f *flight, err error) error {
+	f.mu.Lock()
+	served := f.served
+	f.mu.Unlock()
+	m.mu.Lock()
+	delete(m.flights, id)
+	prev, hadPrev := m.partials[id]
+	switch {
+	case err == nil && hadPrev && !prev.matches(f.data):
+		delete(m.partials, id)
+		m.setState(id, stateFailed)
+		m.mu.Unlock()
+		m.hot.drop(id)
+		return m.fail(ctx, KindPrefix, fmt.Errorf("span %d: the %d bytes served before verification differ from the verified span", id, prev.end))
+	case err == nil:
+		delete(m.partials, id)
+		m.setState(id, stateVerified)
+		m.mu.Unlock()
+		return nil
+	case errors.Is(err, ztoc.ErrSpanDigest):
+		m.setState(id, stateFailed)
+		m.mu.Unlock()
+		if served > 0 {
+			err = fmt.Errorf("%w (%d bytes of it were served before verification)", err, served)
+		}
+		return m.fail(ctx, KindSpanDigest, err)
+	}
+	defer m.mu.Unlock()
+	m.metrics.FetchErrors.Inc()
+	if served == 0 || (hadPrev && prev.end >= served) {
+		return err
+	}
+	if f.data == nil || int64(len(f.data)) < served {
+		return err
+	}
+	p := servedPrefix{end: served, sum: sha256.Sum256(f.data[:served])}
+	if hadPrev && !prev.matches(f.data) {
+		m.setState(id, stateFailed)
+		return m.fail(ctx, KindPrefix, fmt.Errorf("span %d: two unverified reads of it differ", id))
+	}
+	m.partials[id] = p
+	if m.state[id] == stateEmpty {
+		m.setState(id, statePartial)
+	}
+	return err
+}

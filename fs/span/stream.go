@@ -1,0 +1,206 @@
+package span
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"hash"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ociseek/ociseek/ztoc"
+	"github.com/ociseek/ociseek/ztoc/gzipx"
+)
+
+// readPiece is how many compressed bytes are received at most before they
+// are handed to the inflater and the hasher, so both keep pace with the
+// transfer.
+const readPiece = 64 << 10
+
+// prefixSlack is added to the estimated compressed size (plus a quarter)
+// of the part a deferred-mode read needs: deflate emits a block's bytes
+// only after its header and tables, and the estimate assumes the span
+// compresses evenly. Erring short costs only waiting for the second
+// request, which streams the rest of the span anyway; erring long costs
+// transfer before the answer.
+const prefixSlack = 32 << 10
+
+// maxDeflateRatio bounds how many bytes deflate can produce per compressed
+// byte (1032:1 plus block overhead); a span claiming more is refused before
+// anything is inflated.
+const maxDeflateRatio = 1040
+
+// fetchInto streams f's compressed bytes into f.comp, hashing them as they
+// arrive, and checks the span digest at the end. The transfer ending early
+// or the digest not matching is published to the inflater and returned.
+func (m *Manager) fetchInto(ctx context.Context, f *flight) error {
+	s := f.span
+	h := sha256.New()
+	var pos int64
+	plan := m.requestPlan(f)
+	for i, end := range plan {
+		reason := f.reason
+		if i == 0 && len(plan) > 1 {
+			reason = ReasonPrefix
+		}
+		if err := m.fetchPart(ctx, f, h, &pos, end, reason); err != nil {
+			f.endFetch(err)
+			return err
+		}
+	}
+	got := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil))
+	if got != s.Digest {
+		err := fmt.Errorf("span %d: sha256 %s, want %s: %w", s.ID, got.Encoded(), s.Digest, ztoc.ErrSpanDigest)
+		f.endFetch(err)
+		return err
+	}
+	// Counted before readers are released, so the counter never lags what
+	// they saw.
+	m.metrics.SpansFetched.WithLabelValues(f.reason).Inc()
+	f.endFetch(nil)
+	return nil
+}
+
+// requestPlan returns the ends (offsets within the span) of the range
+// requests that fetch f. A strict flight, or one nobody asked a prefix of,
+// is one request: one round trip. A deferred-mode flight started by a read
+// of the span's start asks first for about what that read needs, then for
+// the rest, so the read is answered after a small transfer.
+func (m *Manager) requestPlan(f *flight) []int64 {
+	s := f.span
+	size := s.CompressedSize()
+	if m.opts.Verify != VerifyDeferred || f.firstNeed <= 0 || f.firstNeed >= s.UncompressedSize() {
+		return []int64{size}
+	}
+	ratio := float64(size) / float64(max(s.UncompressedSize(), 1))
+	est := int64(float64(f.firstNeed) * ratio)
+	first := est + est/4 + prefixSlack
+	if first >= size*3/4 {
+		return []int64{size}
+	}
+	return []int64{first, size}
+}
+
+// fetchPart receives the span bytes [*pos, end) in one range request.
+func (m *Manager) fetchPart(ctx context.Context, f *flight, h hash.Hash, pos *int64, end int64, reason string) error {
+	s := f.span
+	rc, err := m.blob.FetchRange(ctx, s.CompressedStart+*pos, s.CompressedStart+end)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	counter := m.metrics.BytesFetched.WithLabelValues(reason)
+	for *pos < end {
+		n, err := rc.Read(f.comp[*pos:min(end, *pos+readPiece)])
+		if n > 0 {
+			piece := f.comp[*pos : *pos+int64(n)]
+			*pos += int64(n)
+			f.arrive(*pos) // the inflater starts on it while it is hashed
+			h.Write(piece)
+			counter.Add(float64(n))
+		}
+		switch {
+		case err == io.EOF && *pos < end:
+			return fmt.Errorf("range of span %d ended %d bytes early: %w", s.ID, end-*pos, io.ErrUnexpectedEOF)
+		case err == io.EOF:
+			return nil
+		case err != nil:
+			return err
+		}
+	}
+	return nil
+}
+
+// arrive publishes that comp[:pos] has been received.
+func (f *flight) arrive(pos int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.have = pos
+	if f.span.Checkpoint == nil {
+		f.produced = pos
+		f.notifyLocked()
+	}
+	f.arrived.Broadcast()
+}
+
+// endFetch publishes the end of the transfer: err, or every byte received
+// and the digest matched.
+func (f *flight) endFetch(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err != nil {
+		f.fetchEnd = err
+	} else {
+		f.fetched, f.verified = true, true
+	}
+	f.arrived.Broadcast()
+	f.notifyLocked()
+}
+
+// produce publishes that data[:pos] has been inflated.
+func (f *flight) produce(pos int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.produced = pos
+	f.notifyLocked()
+}
+
+// inflateInto inflates f's compressed bytes into f.data while they arrive.
+// Its input is unverified until the transfer ends: the inflater is bounded
+// (output by the span size, memory by its window) and fuzzed, and nothing
+// it produces leaves the flight before the digest matched except in
+// deferred mode.
+func (m *Manager) inflateInto(f *flight) error {
+	s := f.span
+	n := int64(len(f.data))
+	if n > maxDeflateRatio*s.CompressedSize() {
+		return fmt.Errorf("%d compressed bytes cannot hold %d: %w", s.CompressedSize(), n, ztoc.ErrInvalid)
+	}
+	r, err := gzipx.NewResumeReader(&arrivingReader{f: f}, s.Checkpoint.Bits, s.Checkpoint.Window)
+	if err != nil {
+		return err
+	}
+	var pos int64
+	for pos < n {
+		k, err := r.Read(f.data[pos:])
+		if k > 0 {
+			pos += int64(k)
+			f.produce(pos)
+		}
+		if err != nil && pos < n {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return fmt.Errorf("inflate: %d of %d bytes: %w", pos, n, err)
+		}
+	}
+	return nil
+}
+
+// arrivingReader reads a flight's compressed bytes as they arrive,
+// blocking until more are received or the transfer ends.
+type arrivingReader struct {
+	f   *flight
+	pos int64
+}
+
+func (r *arrivingReader) Read(p []byte) (int, error) {
+	f := r.f
+	f.mu.Lock()
+	for f.have <= r.pos && !f.fetched && f.fetchEnd == nil {
+		f.arrived.Wait()
+	}
+	have, ferr := f.have, f.fetchEnd
+	f.mu.Unlock()
+	if ferr != nil {
+		// A failed transfer (or digest) makes further inflating moot.
+		return 0, ferr
+	}
+	if have > r.pos {
+		n := copy(p, f.comp[r.pos:have])
+		r.pos += int64(n)
+		return n, nil
+	}
+	return 0, io.EOF
+}
