@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/ociseek/ociseek/fs/remote"
 	"github.com/ociseek/ociseek/fs/span"
 )
@@ -61,6 +63,9 @@ func (r RemoteBlobs) OpenBlob(ctx context.Context, l LayerRef) (span.BlobReader,
 // failure, so Check knows whether probing is needed.
 type liveBlob struct {
 	cur atomic.Pointer[blobBox]
+	// sem, when not nil, bounds the open range streams of every layer
+	// together; a stream holds one unit until closed.
+	sem *semaphore.Weighted
 	// lastOK is the UnixNano time of the last successful request.
 	lastOK atomic.Int64
 	// mu guards lastErr and lastErrAt.
@@ -72,8 +77,8 @@ type liveBlob struct {
 // blobBox holds an interface value for atomic.Pointer.
 type blobBox struct{ r span.BlobReader }
 
-func newLiveBlob(r span.BlobReader, now time.Time) *liveBlob {
-	b := &liveBlob{}
+func newLiveBlob(r span.BlobReader, sem *semaphore.Weighted, now time.Time) *liveBlob {
+	b := &liveBlob{sem: sem}
 	b.swap(r, now)
 	return b
 }
@@ -89,13 +94,21 @@ func (b *liveBlob) swap(r span.BlobReader, now time.Time) {
 
 // FetchRange implements span.BlobReader, watching the outcome.
 func (b *liveBlob) FetchRange(ctx context.Context, start, end int64) (io.ReadCloser, error) {
+	release := func() {}
+	if b.sem != nil {
+		if err := b.sem.Acquire(ctx, 1); err != nil {
+			return nil, fmt.Errorf("wait for a fetch slot: %w", err)
+		}
+		release = func() { b.sem.Release(1) }
+	}
 	rc, err := b.cur.Load().r.FetchRange(ctx, start, end)
 	if err != nil {
+		release()
 		b.failed(err)
 		return nil, err
 	}
 	b.lastOK.Store(time.Now().UnixNano())
-	return &watchedStream{rc: rc, b: b}, nil
+	return &watchedStream{rc: rc, b: b, release: sync.OnceFunc(release)}, nil
 }
 
 // failed records err unless the reader gave up (an interrupted read, a
@@ -123,8 +136,9 @@ func (b *liveBlob) health() (lastOK time.Time, lastErr error) {
 
 // watchedStream reports read failures of one range to its liveBlob.
 type watchedStream struct {
-	rc io.ReadCloser
-	b  *liveBlob
+	rc      io.ReadCloser
+	b       *liveBlob
+	release func() // frees the fetch slot; idempotent
 }
 
 func (s *watchedStream) Read(p []byte) (int, error) {
@@ -135,4 +149,7 @@ func (s *watchedStream) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (s *watchedStream) Close() error { return s.rc.Close() }
+func (s *watchedStream) Close() error {
+	defer s.release()
+	return s.rc.Close()
+}

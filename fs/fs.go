@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/ociseek/ociseek/fs/bgfetch"
 	"github.com/ociseek/ociseek/fs/cache"
@@ -79,6 +80,8 @@ type FS struct {
 	sched   *bgfetch.Scheduler // nil when background fetch is off
 	spanMet *span.Metrics
 	met     *metrics
+	// fetchSem bounds range streams across layers; nil: unbounded.
+	fetchSem *semaphore.Weighted
 
 	// mu guards layers and closed. A nil value in layers is a mount in
 	// progress: it reserves the mountpoint.
@@ -119,6 +122,9 @@ func New(root string, src ZtocSource, blobs BlobOpener, opts ...Opt) (*FS, error
 	if f.met, err = newMetrics(cfg.registerer); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("new file system: %w", err)
+	}
+	if cfg.maxFetches > 0 {
+		f.fetchSem = semaphore.NewWeighted(int64(cfg.maxFetches))
 	}
 	if cfg.bgfetch != nil {
 		f.sched = bgfetch.New(*cfg.bgfetch)
@@ -180,6 +186,7 @@ type options struct {
 	registerer    prometheus.Registerer
 	mountOpts     layer.MountOptions
 	layerOpts     layer.Options
+	maxFetches    int
 }
 
 func defaultOptions() options {
@@ -237,6 +244,19 @@ func WithCacheOptions(opts ...cache.Opt) Opt {
 func WithSpanOptions(so span.Options) Opt {
 	return func(o *options) error {
 		o.spanOpts = so
+		return nil
+	}
+}
+
+// WithMaxFetches bounds the range requests in flight across every mounted
+// layer (each span manager also bounds its own, span.Options.MaxParallel);
+// zero means no common bound. A stream holds its slot until closed.
+func WithMaxFetches(n int) Opt {
+	return func(o *options) error {
+		if n < 0 {
+			return fmt.Errorf("max fetches %d is negative", n)
+		}
+		o.maxFetches = n
 		return nil
 	}
 }

@@ -1,10 +1,13 @@
 package fs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -434,5 +437,105 @@ func TestVerificationFailureIsFinal(t *testing.T) {
 	}
 	if err := f.Check(context.Background(), mp, nil); !errors.Is(err, span.ErrLayerFailed) {
 		t.Fatalf("check of a failed layer: %v, want ErrLayerFailed", err)
+	}
+}
+
+// peakOpener records the most range streams open at once over all blobs.
+type peakOpener struct {
+	BlobOpener
+	mu           sync.Mutex
+	active, peak int
+}
+
+func (p *peakOpener) OpenBlob(ctx context.Context, l LayerRef) (span.BlobReader, error) {
+	r, err := p.BlobOpener.OpenBlob(ctx, l)
+	if err != nil {
+		return nil, err
+	}
+	return peakReader{r, p}, nil
+}
+
+type peakReader struct {
+	span.BlobReader
+	p *peakOpener
+}
+
+func (r peakReader) FetchRange(ctx context.Context, start, end int64) (io.ReadCloser, error) {
+	rc, err := r.BlobReader.FetchRange(ctx, start, end)
+	if err != nil {
+		return nil, err
+	}
+	r.p.mu.Lock()
+	r.p.active++
+	r.p.peak = max(r.p.peak, r.p.active)
+	r.p.mu.Unlock()
+	// A slow registry: streams stay open long enough to overlap whenever
+	// nothing stops them.
+	time.Sleep(20 * time.Millisecond)
+	return peakStream{rc, r.p}, nil
+}
+
+type peakStream struct {
+	io.ReadCloser
+	p *peakOpener
+}
+
+func (s peakStream) Close() error {
+	s.p.mu.Lock()
+	s.p.active--
+	s.p.mu.Unlock()
+	return s.ReadCloser.Close()
+}
+
+// TestMaxFetches: with a common bound of 2 range requests, reads of two
+// layers at many offsets at once never have more open, and all succeed.
+// Without the bound the same reads open more (checked, so the test can
+// tell).
+func TestMaxFetches(t *testing.T) {
+	t.Parallel()
+	reg := regtest.Start(t, regtest.KindDistribution)
+	imgs := []*image{pushImage(t, reg, "lazy/max1"), pushImage(t, reg, "lazy/max2")}
+	for _, limit := range []int{0, 2} {
+		opener := &peakOpener{BlobOpener: remoteBlobs()}
+		f, err := New(t.TempDir(), newSource(imgs...), opener, WithMaxFetches(limit))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for _, img := range imgs {
+			mp := mountDir(t)
+			if err := f.Mount(context.Background(), mp, img.criLabels()); err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range img.entries {
+				for off := 0; off < len(e.data); off += 64 << 10 {
+					wg.Go(func() { readAt(t, filepath.Join(mp, e.name), e.data, off) })
+				}
+			}
+		}
+		wg.Wait()
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case limit == 0 && opener.peak <= 2:
+			t.Fatalf("without a bound at most %d range requests were open at once; the test cannot tell", opener.peak)
+		case limit > 0 && opener.peak > limit:
+			t.Fatalf("peak open range requests %d, want at most %d", opener.peak, limit)
+		}
+	}
+}
+
+// readAt reads 4 KiB of the file at path at off and compares with want.
+func readAt(t *testing.T, path string, want []byte, off int) {
+	fh, err := os.Open(path)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer fh.Close()
+	buf := make([]byte, min(4096, len(want)-off))
+	if _, err := fh.ReadAt(buf, int64(off)); err != nil || !bytes.Equal(buf, want[off:off+len(buf)]) {
+		t.Errorf("read %s at %d: %v (or bytes differ)", path, off, err)
 	}
 }

@@ -145,7 +145,7 @@ func (f *FS) resolve(ctx context.Context, ref *LayerRef) (*ztoc.Ztoc, *liveBlob,
 	if err != nil {
 		return nil, nil, fmt.Errorf("open blob in %s: %w", ref.ImageRef, err)
 	}
-	return z, newLiveBlob(br, time.Now()), nil
+	return z, newLiveBlob(br, f.fetchSem, time.Now()), nil
 }
 
 // serve builds the layer's tree and mounts it at m.mountpoint.

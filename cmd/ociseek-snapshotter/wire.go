@@ -100,6 +100,7 @@ func newFileSystem(_ context.Context, cfg *config.Config, client *auth.Client, r
 	opts := []fs.Opt{
 		fs.WithRegisterer(reg),
 		fs.WithMountTimeout(cfg.FUSE.MountTimeout.Duration),
+		fs.WithMaxFetches(cfg.Fetch.MaxConcurrency),
 		fs.WithMountOptions(layer.MountOptions{CacheTimeout: fuseCache, Debug: cfg.FUSE.Debug}),
 		fs.WithCacheOptions(cache.WithMaxBytes(cacheBytes(cfg.Cache.MaxBytes))),
 		fs.WithCacheDir(cmp.Or(cfg.Cache.Dir, filepath.Join(cfg.Daemon.Root, "cache"))),
