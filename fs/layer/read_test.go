@@ -402,3 +402,20 @@ func TestMountErrors(t *testing.T) {
 		t.Errorf("Mount on a missing directory succeeded")
 	}
 }
+
+// TestSequentialReadRequestSize reads a file cold and checks that the
+// kernel asked for it in MaxRead-sized requests, not 128 KiB ones: each
+// request is a round trip to the span layer.
+func TestSequentialReadRequestSize(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789abcdef"), 8<<20/16)
+	tb := makeTar(t, []tarEntry{{name: "big", typ: tar.TypeReg, mode: 0o644, body: string(body)}})
+	sr := &slowReader{memReader: newMemReader(tb)}
+	mnt := mountTree(t, tocFromTar(t, tb), sr, Options{})
+	b, err := os.ReadFile(filepath.Join(mnt, "big"))
+	if err != nil || !bytes.Equal(b, body) {
+		t.Fatalf("read: %d bytes, %v", len(b), err)
+	}
+	if n := sr.total.Load(); n > 2*int64(len(body)/DefaultMaxRead) {
+		t.Errorf("%d read requests for %d MiB; want about %d", n, len(body)>>20, len(body)/DefaultMaxRead)
+	}
+}
