@@ -30,6 +30,10 @@ type ContainerdOptions struct {
 	// node would run it. Off, the plugin is disabled so containerd starts
 	// faster.
 	CRI bool
+	// SandboxImage is the CRI pod sandbox ("pause") image; tests point it
+	// at an image in their own registry, since nothing is pulled from the
+	// internet.
+	SandboxImage string
 }
 
 // Containerd is a containerd process with private root, state and sockets.
@@ -133,6 +137,7 @@ func (c *Containerd) config(opts ContainerdOptions) string {
 	}
 	if opts.CRI {
 		b.WriteString(criConfig)
+		fmt.Fprintf(&b, "\n[plugins.'io.containerd.cri.v1.images'.pinned_images]\n  sandbox = %q\n", opts.SandboxImage)
 	}
 	return b.String()
 }
@@ -147,6 +152,14 @@ const criConfig = `
 
 [plugins.'io.containerd.cri.v1.images'.registry]
   config_path = ""
+
+[plugins.'io.containerd.cri.v1.runtime']
+  # Host-network pods in nested containers: no sysctls runc may not set.
+  enable_unprivileged_ports = false
+  enable_unprivileged_icmp = false
+  # Sandboxes ask for oom_score_adj -998, which a nested container may not
+  # lower to.
+  restrict_oom_score_adj = true
 
 [plugins.'io.containerd.cri.v1.runtime'.containerd]
   default_runtime_name = "runc"

@@ -18,6 +18,8 @@ type EnvOptions struct {
 	Daemon DaemonOptions
 	// CRI enables containerd's CRI plugin (see ContainerdOptions.CRI).
 	CRI bool
+	// SandboxImage is the CRI pod sandbox image (see ContainerdOptions).
+	SandboxImage string
 }
 
 // Env is the daemon and containerd wired together in one private
@@ -47,9 +49,10 @@ func NewEnv(t T, tools Tools, opts EnvOptions) *Env {
 	e := &Env{Dir: dir, Tools: tools}
 	e.Daemon = StartDaemon(t, tools, filepath.Join(dir, "d"), opts.Daemon)
 	e.Containerd = StartContainerd(t, tools, filepath.Join(dir, "c"), ContainerdOptions{
-		SociSocket: e.Daemon.Address,
-		SociRoot:   e.Daemon.Root,
-		CRI:        opts.CRI,
+		SociSocket:   e.Daemon.Address,
+		SociRoot:     e.Daemon.Root,
+		CRI:          opts.CRI,
+		SandboxImage: opts.SandboxImage,
 	})
 	return e
 }
@@ -76,11 +79,15 @@ func removeEnvDir(t T, dir string) {
 }
 
 // Ociseek runs the ociseek CLI against this containerd; verbs that talk to
-// containerd get its address and namespace.
+// containerd get its address and the harness namespace.
 func (e *Env) Ociseek(ctx context.Context, verb string, args ...string) (string, error) {
+	return e.ociseekIn(ctx, Namespace, verb, args...)
+}
+
+func (e *Env) ociseekIn(ctx context.Context, ns, verb string, args ...string) (string, error) {
 	full := []string{verb}
 	if verb == "pull" || verb == "explain" {
-		full = append(full, "--address", e.Containerd.Address, "--namespace", Namespace)
+		full = append(full, "--address", e.Containerd.Address, "--namespace", ns)
 	}
 	return Run(ctx, commandTimeout, e.Tools.Ociseek, append(full, args...)...)
 }
@@ -93,7 +100,13 @@ func (e *Env) Pull(ctx context.Context, ref string) (string, error) {
 // Explain runs `ociseek explain REF` and returns its rows keyed by layer
 // digest: the PATH and REASON columns.
 func (e *Env) Explain(ctx context.Context, ref string) (string, map[string][2]string, error) {
-	out, err := e.Ociseek(ctx, "explain", ref)
+	return e.ExplainIn(ctx, Namespace, ref)
+}
+
+// ExplainIn is Explain for an image in containerd namespace ns (the CRI
+// plugin's is "k8s.io").
+func (e *Env) ExplainIn(ctx context.Context, ns, ref string) (string, map[string][2]string, error) {
+	out, err := e.ociseekIn(ctx, ns, "explain", ref)
 	if err != nil {
 		return out, nil, err
 	}

@@ -123,14 +123,18 @@ func ModuleDir() (string, error) {
 	}
 }
 
-// Run runs a program with a deadline and returns its combined output; the
-// error includes the output, so a failing test shows what the user saw.
+// Run runs a program with a deadline and returns its standard output; the
+// error includes stdout and stderr, so a failing test shows what the user
+// saw.
 func Run(ctx context.Context, timeout time.Duration, bin string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		return string(out), fmt.Errorf("%s %s: %w\n%s", filepath.Base(bin), strings.Join(args, " "), err, out)
+		return string(out), fmt.Errorf("%s %s: %w\n%s%s", filepath.Base(bin), strings.Join(args, " "), err, out, stderr.String())
 	}
 	return string(out), nil
 }
