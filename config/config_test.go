@@ -54,7 +54,7 @@ plain_http = ["localhost:5000"]
 	if cfg.FUSE.MountTimeout.Duration != 90*time.Second {
 		t.Errorf("mount_timeout = %v", cfg.FUSE.MountTimeout.Duration)
 	}
-	if cfg.FUSE.AttrTimeout.Duration != time.Second || cfg.Daemon.Root != "/var/lib/ociseek" {
+	if cfg.FUSE.AttrTimeout != Default().FUSE.AttrTimeout || cfg.Daemon.Root != "/var/lib/ociseek" {
 		t.Errorf("defaults lost: %+v %+v", cfg.FUSE, cfg.Daemon)
 	}
 	if cfg.Discovery.IndexRepositories["reg.example/app"] != "reg.example/app-soci" || cfg.Registry.PlainHTTP[0] != "localhost:5000" {

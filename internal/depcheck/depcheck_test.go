@@ -18,7 +18,7 @@ const module = "github.com/ociseek/ociseek/"
 // packages it may import. Packages not listed may import nothing internal.
 var allowed = map[string][]string{
 	"cmd/...":         {"..."},
-	"integration/...": {"ztoc/ztoctest", "internal/...", "index", "ztoc"},
+	"integration/...": {"integration/...", "ztoc/ztoctest", "internal/...", "index", "ztoc"},
 	"internal/...":    {"..."},
 	"snapshot":        {"index"},
 	"fs":              {"fs/layer", "fs/span", "fs/remote", "fs/cache", "fs/bgfetch", "ztoc"},
