@@ -67,7 +67,12 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 			MaxWrite:         maxRead,
 			MaxReadAhead:     maxRead,
 			MaxBackground:    64,
-			DisableXAttrs:    !root.HasXattrs(),
+			// Reads are answered from memory (the Reader), and local
+			// files go through passthrough; go-fuse's splice path would
+			// only grow a pipe per read and, for 1 MiB reads, fail (the
+			// header does not fit a pipe of pipe-max-size) and log.
+			DisableSplice: true,
+			DisableXAttrs: !root.HasXattrs(),
 			// Immutable content: no automatic page-cache invalidation on
 			// attribute refresh, and symlink targets cached for good.
 			ExplicitDataCacheControl: true,
