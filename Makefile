@@ -29,7 +29,8 @@ tools:
 	cd tools/olareg && $(GO) build -o $(OCISEEK_TOOLS_BIN)/olareg github.com/olareg/olareg/cmd/olareg
 	# no_btrfs: Debian has no btrfs headers and we never use that snapshotter.
 	cd tools/containerd && $(GO) build -tags no_btrfs -o $(OCISEEK_TOOLS_BIN)/ \
-	  github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr
+	  github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr \
+	  github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
 
 # test: unit and integration tests. -timeout turns a hang into a goroutine dump.
 test: tools build
@@ -49,6 +50,12 @@ fuzz:
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
+
+# demo: the main job end to end on built-in defaults (root; installs what it
+# needs): registry, containerd, the snapshotter, a lazily started container,
+# then the same image with a full pull, and the comparison line at the end.
+demo:
+	sh scripts/demo.sh
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
