@@ -46,6 +46,7 @@ type flight struct {
 	have     int64 // compressed bytes received and hashed
 	fetchEnd error // why the transfer ended early; nil while it runs or after success
 	fetched  bool  // every compressed byte arrived
+	tampered bool  // the digest did not match: nothing more may be served
 	verified bool  // the digest matched
 	produced int64 // uncompressed bytes inflated
 	served   int64 // end of the unverified bytes handed to readers
@@ -70,6 +71,10 @@ func (f *flight) notifyLocked() {
 	}
 }
 
+// untilSettled, as the need of a wait, waits for the flight to end and the
+// span's state to be updated, not just for bytes.
+const untilSettled = -1
+
 // ready reports whether a read needing data[:need] may be answered now, and
 // with what. unverified allows answering before the digest matched.
 func (f *flight) ready(need int64, unverified bool) (data []byte, ok bool, err error) {
@@ -78,10 +83,10 @@ func (f *flight) ready(need int64, unverified bool) (data []byte, ok bool, err e
 	if f.err != nil {
 		return nil, true, f.err
 	}
-	if f.fetchEnd != nil {
-		return nil, false, nil // failing: wait for the final error
+	if need == untilSettled {
+		return f.data, f.finished, nil
 	}
-	if f.produced >= need && (f.verified || unverified) {
+	if f.produced >= need && (f.verified || (unverified && !f.tampered)) {
 		if !f.verified {
 			f.served = max(f.served, need)
 		}
@@ -98,10 +103,11 @@ func (f *flight) watch() <-chan struct{} {
 	return f.changed
 }
 
-// fetchSpan waits for span id to be verified and wholly inflated and
-// returns its bytes, joining a flight in progress or starting one.
+// fetchSpan waits for span id to be verified, wholly inflated and settled
+// (state updated, cached) and returns its bytes, joining a flight in
+// progress or starting one.
 func (m *Manager) fetchSpan(ctx context.Context, id ztoc.SpanID, reason string) ([]byte, error) {
-	return m.waitSpan(ctx, id, m.spans[id].UncompressedSize(), false, reason)
+	return m.waitSpan(ctx, id, untilSettled, false, reason)
 }
 
 // waitSpan returns the flight's buffer for span id once data[:need] may be
@@ -134,7 +140,7 @@ func (m *Manager) waitSpan(ctx context.Context, id ztoc.SpanID, need int64, unve
 func (m *Manager) joinFlight(id ztoc.SpanID, reason string, need int64) *flight {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	f := m.startFlightLocked(id, reason, need, false)
+	f := m.startFlightLocked(id, reason, max(need, 0), false)
 	f.waiters++
 	return f
 }
@@ -213,12 +219,15 @@ func (m *Manager) acquire(ctx context.Context) error {
 // classifies the outcome.
 func (m *Manager) streamSpan(ctx context.Context, f *flight) error {
 	s := f.span
-	f.comp = make([]byte, s.CompressedSize()) // bounded by MaxSpanBytes in New
+	comp, data := make([]byte, s.CompressedSize()), []byte(nil) // bounded by MaxSpanBytes in New
 	if s.Checkpoint == nil {
-		f.data = f.comp // a tar layer: the span is its own bytes
+		data = comp // a tar layer: the span is its own bytes
 	} else {
-		f.data = make([]byte, s.UncompressedSize())
+		data = make([]byte, s.UncompressedSize())
 	}
+	f.mu.Lock()
+	f.comp, f.data = comp, data
+	f.mu.Unlock()
 	var ierr error
 	var wg sync.WaitGroup
 	if s.Checkpoint != nil {

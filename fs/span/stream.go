@@ -3,6 +3,7 @@ package span
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -17,6 +18,10 @@ import (
 // are handed to the inflater and the hasher, so both keep pace with the
 // transfer.
 const readPiece = 64 << 10
+
+// inflateStep is how many bytes the inflater is asked for at a time, so
+// progress is published to waiting readers at least that often.
+const inflateStep = 32 << 10
 
 // prefixSlack is added to the estimated compressed size (plus a quarter)
 // of the part a deferred-mode read needs: deflate emits a block's bytes
@@ -131,6 +136,7 @@ func (f *flight) endFetch(err error) {
 	defer f.mu.Unlock()
 	if err != nil {
 		f.fetchEnd = err
+		f.tampered = errors.Is(err, ztoc.ErrSpanDigest)
 	} else {
 		f.fetched, f.verified = true, true
 	}
@@ -163,7 +169,9 @@ func (m *Manager) inflateInto(f *flight) error {
 	}
 	var pos int64
 	for pos < n {
-		k, err := r.Read(f.data[pos:])
+		// Small steps: the inflater returns only once it has produced what
+		// was asked for, and a reader may be waiting for the first bytes.
+		k, err := r.Read(f.data[pos:min(n, pos+inflateStep)])
 		if k > 0 {
 			pos += int64(k)
 			f.produce(pos)
@@ -191,16 +199,19 @@ func (r *arrivingReader) Read(p []byte) (int, error) {
 	for f.have <= r.pos && !f.fetched && f.fetchEnd == nil {
 		f.arrived.Wait()
 	}
-	have, ferr := f.have, f.fetchEnd
+	have, ferr, tampered := f.have, f.fetchEnd, f.tampered
 	f.mu.Unlock()
-	if ferr != nil {
-		// A failed transfer (or digest) makes further inflating moot.
-		return 0, ferr
-	}
-	if have > r.pos {
+	switch {
+	case tampered:
+		return 0, ferr // inflating known-bad bytes is moot
+	case have > r.pos:
+		// After a broken transfer, what did arrive is still inflated: a
+		// deferred-mode reader may be waiting for it.
 		n := copy(p, f.comp[r.pos:have])
 		r.pos += int64(n)
 		return n, nil
+	case ferr != nil:
+		return 0, ferr
 	}
 	return 0, io.EOF
 }

@@ -1,0 +1,346 @@
+package span
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/ociseek/ociseek/internal/regtest"
+	"github.com/ociseek/ociseek/ztoc"
+)
+
+// gatedBlob holds back the blob's bytes from gateAt on: reads of them wait
+// until open is closed, or fail with the error in fail when one is set. It
+// also tracks how many range streams are open at once.
+type gatedBlob struct {
+	BlobReader
+	gateAt  int64
+	open    chan struct{}
+	fail    atomic.Pointer[error]
+	streams atomic.Int64
+	maxOpen atomic.Int64
+}
+
+func newGatedBlob(r BlobReader, gateAt int64) *gatedBlob {
+	return &gatedBlob{BlobReader: r, gateAt: gateAt, open: make(chan struct{})}
+}
+
+func (g *gatedBlob) FetchRange(ctx context.Context, start, end int64) (io.ReadCloser, error) {
+	rc, err := g.BlobReader.FetchRange(ctx, start, end)
+	if err != nil {
+		return nil, err
+	}
+	n := g.streams.Add(1)
+	for old := g.maxOpen.Load(); n > old && !g.maxOpen.CompareAndSwap(old, n); old = g.maxOpen.Load() {
+	}
+	return &gatedBody{ReadCloser: rc, g: g, ctx: ctx, pos: start}, nil
+}
+
+type gatedBody struct {
+	io.ReadCloser
+	g      *gatedBlob
+	ctx    context.Context
+	pos    int64
+	closed bool
+}
+
+func (b *gatedBody) Read(p []byte) (int, error) {
+	if b.pos >= b.g.gateAt {
+		if errp := b.g.fail.Load(); errp != nil {
+			return 0, *errp
+		}
+		select {
+		case <-b.g.open:
+		case <-b.ctx.Done():
+			return 0, b.ctx.Err()
+		}
+	} else if rest := b.g.gateAt - b.pos; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.pos += int64(n)
+	return n, err
+}
+
+func (b *gatedBody) Close() error {
+	if !b.closed {
+		b.closed = true
+		b.g.streams.Add(-1)
+	}
+	return b.ReadCloser.Close()
+}
+
+// tarBytes returns the uncompressed tar of e's layer.
+func tarBytes(t *testing.T, e *env) []byte {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(e.layer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func (m *Manager) stateOf(id ztoc.SpanID) spanState {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.state[id]
+}
+
+// waitState polls until span id reaches want, failing after a bound.
+func waitState(t *testing.T, m *Manager, id ztoc.SpanID, want spanState) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if m.stateOf(id) == want {
+			return
+		}
+	}
+	t.Fatalf("span %d is %v, want %v", id, m.stateOf(id), want)
+}
+
+// TestStrictWaitsForDigest: while the last byte of a span is held back, a
+// strict read of the span's start is not answered (its bytes are inflated
+// but unverified); a deferred read is answered with the right bytes, and
+// its flight verifies and caches the span once the byte arrives, after the
+// reader has gone.
+func TestStrictWaitsForDigest(t *testing.T) {
+	reg := regtest.Start(t, regtest.KindDistribution)
+	e := newEnv(t, reg, mixedFiles(), 128<<10, nil)
+	tar := tarBytes(t, e)
+	id := e.z.SpanOf(e.entry(t, "big/one").UncompressedOffset + 300_000)
+	s, _ := e.z.Span(id)
+	gb := newGatedBlob(e.blob, s.CompressedEnd-1)
+	p := make([]byte, 512)
+
+	strict, err := New(e.z, gb, e.cache, Options{LayerDigest: e.dgst, FetchAhead: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer strict.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := strict.ReadAt(ctx, p, s.UncompressedStart); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("strict read of an unverified span: %v, want a deadline error", err)
+	}
+	if strict.Failed() != nil || strict.stateOf(id) != stateEmpty || e.cache.Has(strict.cacheKey(id)) {
+		t.Fatalf("after an abandoned strict read: failed=%v state=%v", strict.Failed(), strict.stateOf(id))
+	}
+
+	metrics, _ := NewMetrics(nil)
+	deferred, err := New(e.z, gb, e.cache, Options{LayerDigest: e.dgst, FetchAhead: -1, Verify: VerifyDeferred, Metrics: metrics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer deferred.Close()
+	if _, err := deferred.ReadAt(context.Background(), p, s.UncompressedStart); err != nil {
+		t.Fatalf("deferred read: %v", err)
+	}
+	if !bytes.Equal(p, tar[s.UncompressedStart:s.UncompressedStart+512]) {
+		t.Fatal("deferred read returned wrong bytes")
+	}
+	if got := testutil.ToFloat64(metrics.BytesFetched.WithLabelValues(ReasonPrefix)); got <= 0 || got >= float64(s.CompressedSize())/2 {
+		t.Fatalf("prefix request fetched %v of the span's %d bytes", got, s.CompressedSize())
+	}
+	close(gb.open)
+	waitState(t, deferred, id, stateVerified)
+	if !e.cache.Has(deferred.cacheKey(id)) || deferred.Failed() != nil {
+		t.Fatalf("span not cached after verification (failed=%v)", deferred.Failed())
+	}
+}
+
+// TestDeferredTamperDetectedByFlight: a deferred read of a tampered span
+// may see bytes, but the same flight goes on to check the digest and fails
+// the layer without any background pass.
+func TestDeferredTamperDetectedByFlight(t *testing.T) {
+	reg := regtest.Start(t, regtest.KindDistribution)
+	clean := newEnv(t, reg, mixedFiles(), 128<<10, nil)
+	id := clean.z.SpanOf(clean.entry(t, "big/one").UncompressedOffset + 100_000)
+	e := newEnv(t, reg, mixedFiles(), 128<<10, tamper(t, clean, id))
+	m := e.manager(t, Options{Verify: VerifyDeferred, FetchAhead: -1})
+	s, _ := e.z.Span(id)
+	if _, err := m.ReadAt(context.Background(), make([]byte, 256), s.UncompressedStart); err != nil && !errors.Is(err, ErrLayerFailed) {
+		t.Fatalf("deferred read: %v", err)
+	}
+	waitState(t, m, id, stateFailed)
+	if !errors.Is(m.Failed(), ztoc.ErrSpanDigest) || e.cache.Has(m.cacheKey(id)) {
+		t.Fatalf("failed=%v cached=%v", m.Failed(), e.cache.Has(m.cacheKey(id)))
+	}
+}
+
+// TestServedThenTransferBroke: unverified bytes were served, then the
+// transfer failed before the digest could be checked. The span is left
+// partial (not verified, not cached); the background pass takes it first,
+// verifies it and checks the served bytes against it.
+func TestServedThenTransferBroke(t *testing.T) {
+	reg := regtest.Start(t, regtest.KindDistribution)
+	e := newEnv(t, reg, mixedFiles(), 128<<10, nil)
+	id := e.z.SpanOf(e.entry(t, "big/one").UncompressedOffset + 300_000)
+	s, _ := e.z.Span(id)
+	gb := newGatedBlob(e.blob, s.CompressedEnd-100)
+	reset := error(syscall.ECONNRESET)
+	gb.fail.Store(&reset)
+	m, err := New(e.z, gb, e.cache, Options{LayerDigest: e.dgst, FetchAhead: -1, Verify: VerifyDeferred})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if _, err := m.ReadAt(context.Background(), make([]byte, 512), s.UncompressedStart+10); err != nil {
+		t.Fatalf("deferred read: %v", err)
+	}
+	waitState(t, m, id, statePartial)
+	if m.Failed() != nil || e.cache.Has(m.cacheKey(id)) {
+		t.Fatalf("failed=%v cached=%v", m.Failed(), e.cache.Has(m.cacheKey(id)))
+	}
+	gb.fail.Store(nil)
+	close(gb.open)
+	if _, _, err := m.FetchNext(context.Background()); err != nil {
+		t.Fatalf("FetchNext: %v", err)
+	}
+	if st := m.stateOf(id); st != stateVerified || m.Failed() != nil {
+		t.Fatalf("after the pass: state %v, failed %v", st, m.Failed())
+	}
+}
+
+// TestFetchAheadBounded: a sequential reader gets spans fetched ahead, with
+// no more range streams open at once than MaxParallel; scattered reads get
+// no fetch-ahead.
+func TestFetchAheadBounded(t *testing.T) {
+	reg := regtest.Start(t, regtest.KindDistribution)
+	e := newEnv(t, reg, mixedFiles(), 64<<10, nil)
+	metrics, _ := NewMetrics(nil)
+	gb := newGatedBlob(e.blob, 1<<62)
+	m, err := New(e.z, gb, e.cache, Options{LayerDigest: e.dgst, FetchAhead: 3, MaxParallel: 3, Metrics: metrics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ent := e.entry(t, "big/one")
+	got, err := readFile(context.Background(), m, ent, 32<<10)
+	if err != nil || !bytes.Equal(got, e.files[40].data) {
+		t.Fatalf("sequential read: %v", err)
+	}
+	if n := testutil.ToFloat64(metrics.SpansFetched.WithLabelValues(ReasonAhead)); n == 0 {
+		t.Fatal("no span fetched ahead of a sequential reader")
+	}
+	if n := gb.maxOpen.Load(); n > 3 {
+		t.Fatalf("%d range streams open at once, MaxParallel is 3", n)
+	}
+
+	metrics2, _ := NewMetrics(nil)
+	m2 := e.manager(t, Options{FetchAhead: 3, Metrics: metrics2, HotSpans: -1})
+	for i := 39; i >= 0; i -= 3 { // small files, backwards
+		f := e.files[i]
+		if got, err := readFile(context.Background(), m2, e.entry(t, f.name), 4096); err != nil || !bytes.Equal(got, f.data) {
+			t.Fatalf("%s: %v", f.name, err)
+		}
+	}
+	if n := testutil.ToFloat64(metrics2.SpansFetched.WithLabelValues(ReasonAhead)); n != 0 {
+		t.Fatalf("%v spans fetched ahead of scattered reads", n)
+	}
+}
+
+// TestReadsAcrossSpansConcurrent: many readers, reads crossing span
+// boundaries, both modes: every byte right, each span fetched once.
+func TestReadsAcrossSpansConcurrent(t *testing.T) {
+	reg := regtest.Start(t, regtest.KindDistribution)
+	for name, mode := range modes {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, reg, mixedFiles(), 64<<10, nil)
+			tar := tarBytes(t, e)
+			metrics, _ := NewMetrics(nil)
+			m := e.manager(t, Options{Verify: mode, Metrics: metrics})
+			var wg sync.WaitGroup
+			for g := range 8 {
+				wg.Go(func() {
+					p := make([]byte, 100_000+g*7919)
+					for off := int64(g * 1000); off < m.Size(); off += int64(len(p)) * 3 {
+						n, err := m.ReadAt(context.Background(), p, off)
+						if (err != nil && err != io.EOF) || !bytes.Equal(p[:n], tar[off:off+int64(n)]) {
+							t.Errorf("read at %d: n=%d err=%v", off, n, err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			var fetches float64
+			for _, r := range []string{ReasonDemand, ReasonAhead} {
+				fetches += testutil.ToFloat64(metrics.SpansFetched.WithLabelValues(r))
+			}
+			if fetches > float64(e.z.NumSpans()) {
+				t.Fatalf("%v span fetches for %d spans", fetches, e.z.NumSpans())
+			}
+		})
+	}
+}
+
+func TestHotSpans(t *testing.T) {
+	h := newHotSpans(2)
+	defer h.close()
+	for id := range ztoc.SpanID(3) {
+		h.add(id, []byte{byte(id), 1, 2, 3})
+	}
+	p := make([]byte, 2)
+	if h.read(0, p, 0) {
+		t.Fatal("span 0 still held after two newer ones")
+	}
+	if !h.read(2, p, 1) || p[0] != 1 || p[1] != 2 {
+		t.Fatalf("read of span 2: %v", p)
+	}
+	if h.read(2, make([]byte, 4), 1) {
+		t.Fatal("read past the end of a held span succeeded")
+	}
+	h.mu.Lock()
+	for i := range h.ents {
+		h.ents[i].used = time.Now().Add(-2 * hotIdle)
+	}
+	h.mu.Unlock()
+	h.trim()
+	if h.has(1) || h.has(2) {
+		t.Fatal("idle spans kept after trim")
+	}
+	h.add(5, []byte{1})
+	h.close()
+	if h.has(5) {
+		t.Fatal("span held after close")
+	}
+	h.add(6, []byte{1}) // after close: ignored, no timer left running
+	if h.has(6) {
+		t.Fatal("span held after close")
+	}
+}
+
+func TestStreams(t *testing.T) {
+	var s streams
+	off := int64(10 << 20)
+	seq := 0
+	for range 16 { // one reader, 128 KiB reads
+		if s.note(off, off+128<<10) {
+			seq++
+		}
+		off += 128 << 10
+	}
+	if seq < 10 {
+		t.Fatalf("%d of 16 sequential reads recognised", seq)
+	}
+	// A second reader far away starts its own stream without breaking
+	// the first.
+	if s.note(100<<20, 100<<20+4096) {
+		t.Fatal("first read of a new stream counted as sequential")
+	}
+	if !s.note(off, off+4096) {
+		t.Fatal("first stream lost")
+	}
+}
