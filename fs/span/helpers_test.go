@@ -126,6 +126,10 @@ type env struct {
 var fastRemote = remote.Options{PlainHTTP: true, MaxRetries: 2, MinBackoff: 10 * time.Millisecond,
 	MaxBackoff: 100 * time.Millisecond, RequestTimeout: 5 * time.Second}
 
+// benchClient is the client the daemon should use: remote.NewTransport
+// keeps a connection per parallel span fetch.
+var benchClient = &http.Client{Transport: remote.NewTransport()}
+
 // newEnv builds the layer's zTOC, pushes the layer (or served, when not
 // nil, in its place: a tampered blob) and opens it.
 func newEnv(t testing.TB, reg *regtest.Registry, files []testFile, spanSize int64, served []byte) *env {
@@ -141,7 +145,7 @@ func newEnv(t testing.TB, reg *regtest.Registry, files []testFile, spanSize int6
 		served = e.layer
 	}
 	desc := reg.PushBlob(t, "span/test", served, "application/vnd.oci.image.layer.v1.tar+gzip")
-	e.remote, err = remote.Open(context.Background(), http.DefaultClient, reg.Ref("span/test", ""), desc.Digest, fastRemote)
+	e.remote, err = remote.Open(context.Background(), benchClient, reg.Ref("span/test", ""), desc.Digest, fastRemote)
 	if err != nil {
 		t.Fatalf("open blob: %v", err)
 	}

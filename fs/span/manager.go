@@ -109,9 +109,9 @@ type Options struct {
 	// Verify selects strict (default) or deferred verification.
 	Verify VerifyMode
 	// FetchAhead is how many spans past a sequential read are fetched
-	// ahead (default GOMAXPROCS+1, at least 2 and at most 8: enough to keep
-	// every core inflating while the next transfer is under way; negative
-	// disables).
+	// ahead (default GOMAXPROCS, at least 2 and at most 8: with the span
+	// being read, one more inflater than cores, so every core inflates
+	// while transfers overlap; more only adds memory; negative disables).
 	FetchAhead int
 	// MaxParallel bounds the spans of this layer fetched (and buffered:
 	// compressed plus uncompressed bytes) at once (default FetchAhead+2).
@@ -120,7 +120,8 @@ type Options struct {
 	// (default 64 MiB); a zTOC declaring more is refused.
 	MaxSpanBytes int64
 	// HotSpans is how many recently verified spans are kept in memory for
-	// a couple of seconds (default FetchAhead+2; negative disables).
+	// a couple of seconds (default FetchAhead+1: the spans fetched ahead
+	// and the one being read; negative disables).
 	HotSpans int
 	// Metrics receives the counters; nil means unregistered ones.
 	Metrics *Metrics
@@ -188,7 +189,7 @@ func New(z *ztoc.Ztoc, blob BlobReader, cache Cache, opts Options) (*Manager, er
 
 func setDefaults(o *Options) {
 	if o.FetchAhead == 0 {
-		o.FetchAhead = min(max(runtime.GOMAXPROCS(0)+1, 2), 8)
+		o.FetchAhead = min(max(runtime.GOMAXPROCS(0), 2), 8)
 	}
 	if o.MaxParallel <= 0 {
 		o.MaxParallel = max(o.FetchAhead, 0) + 2
@@ -197,7 +198,7 @@ func setDefaults(o *Options) {
 		o.MaxSpanBytes = 64 << 20
 	}
 	if o.HotSpans == 0 {
-		o.HotSpans = max(o.FetchAhead, 0) + 2
+		o.HotSpans = max(o.FetchAhead, 0) + 1
 	}
 }
 
