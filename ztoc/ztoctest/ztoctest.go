@@ -1,7 +1,9 @@
-// Package ztoctest locates and describes the compatibility fixtures made by
-// the AWS SOCI tooling (../shared/fixtures relative to the repository root)
-// so that the codec, builder, reader and FUSE tests can all check themselves
-// against the same reference data.
+// Package ztoctest gives tests their layers. It locates and describes the
+// compatibility fixtures made by the AWS SOCI tooling (../shared/fixtures
+// relative to the repository root), so that the codec, builder, reader and
+// FUSE tests all check themselves against the same reference data; and it
+// generates deterministic tar and tar.gz layers (Layer, Content) so that
+// every package's tests build their own layers the same way.
 //
 // It is imported only from _test.go files. It deliberately does not import
 // package ztoc, so that ztoc's own (internal) tests can use it without an
