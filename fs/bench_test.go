@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ociseek/ociseek/internal/regtest"
+	"github.com/ociseek/ociseek/ztoc/ztoctest"
 )
 
 // BenchmarkTimeToFirstFile measures what lazy loading is for: the time from
@@ -25,11 +26,11 @@ import (
 // lazy/pull (lower is better); it shrinks as layers grow.
 func BenchmarkTimeToFirstFile(b *testing.B) {
 	reg := regtest.Start(b, regtest.KindDistribution)
-	var entries []entry
-	entries = append(entries, entry{name: "etc/config", typ: tar.TypeReg, mode: 0o644, data: []byte("listen = :8080\n")})
+	var entries []ztoctest.File
+	entries = append(entries, ztoctest.File{Name: "etc/config", Type: tar.TypeReg, Mode: 0o644, Body: []byte("listen = :8080\n")})
 	for i := range 48 {
-		entries = append(entries, entry{name: fmt.Sprintf("usr/lib/lib%02d.so", i), typ: tar.TypeReg, mode: 0o755,
-			data: content(uint64(i), 1<<20)})
+		entries = append(entries, ztoctest.File{Name: fmt.Sprintf("usr/lib/lib%02d.so", i), Type: tar.TypeReg, Mode: 0o755,
+			Body: ztoctest.Content(uint64(i), 1<<20)})
 	}
 	img := pushEntries(b, reg, "bench/ttff", entries, 1<<20)
 	blobURL := fmt.Sprintf("http://%s/v2/bench/ttff/blobs/%s", reg.Host, img.ref.LayerDigest)

@@ -508,8 +508,8 @@ func TestMaxFetches(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, e := range img.entries {
-				for off := 0; off < len(e.data); off += 64 << 10 {
-					wg.Go(func() { readAt(t, filepath.Join(mp, e.name), e.data, off) })
+				for off := 0; off < len(e.Body); off += 64 << 10 {
+					wg.Go(func() { readAt(t, filepath.Join(mp, e.Name), e.Body, off) })
 				}
 			}
 		}

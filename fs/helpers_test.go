@@ -3,11 +3,9 @@ package fs
 import (
 	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,69 +20,20 @@ import (
 	"github.com/ociseek/ociseek/fs/remote"
 	"github.com/ociseek/ociseek/internal/regtest"
 	"github.com/ociseek/ociseek/ztoc"
+	"github.com/ociseek/ociseek/ztoc/ztoctest"
 )
-
-// entry is one tar entry of a generated layer.
-type entry struct {
-	name     string
-	typ      byte
-	mode     int64
-	data     []byte
-	linkname string
-}
 
 // layerEntries is the content of the test layer: directories, small and
 // multi-span files, a symlink, an empty file.
-func layerEntries() []entry {
-	return []entry{
-		{name: "etc/", typ: tar.TypeDir, mode: 0o755},
-		{name: "etc/hello.txt", typ: tar.TypeReg, mode: 0o644, data: []byte("hello from a lazy layer\n")},
-		{name: "etc/empty", typ: tar.TypeReg, mode: 0o600},
-		{name: "usr/bin/tool", typ: tar.TypeReg, mode: 0o755, data: content(1, 300<<10)},
-		{name: "usr/share/data.bin", typ: tar.TypeReg, mode: 0o644, data: content(2, 500<<10)},
-		{name: "link", typ: tar.TypeSymlink, mode: 0o777, linkname: "etc/hello.txt"},
+func layerEntries() []ztoctest.File {
+	return []ztoctest.File{
+		{Name: "etc/", Type: tar.TypeDir, Mode: 0o755},
+		{Name: "etc/hello.txt", Type: tar.TypeReg, Mode: 0o644, Body: []byte("hello from a lazy layer\n")},
+		{Name: "etc/empty", Type: tar.TypeReg, Mode: 0o600},
+		{Name: "usr/bin/tool", Type: tar.TypeReg, Mode: 0o755, Body: ztoctest.Content(1, 300<<10)},
+		{Name: "usr/share/data.bin", Type: tar.TypeReg, Mode: 0o644, Body: ztoctest.Content(2, 500<<10)},
+		{Name: "link", Type: tar.TypeSymlink, Mode: 0o777, Linkname: "etc/hello.txt"},
 	}
-}
-
-// content makes n bytes, half random and half text, so gzip shrinks it
-// about 2:1 as it does real layers.
-func content(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, 99))
-	b := make([]byte, n)
-	for i := range b {
-		if (i/4096)%2 == 0 {
-			b[i] = byte(r.Uint32())
-		} else {
-			b[i] = "lazy loading, one span at a time\n"[i%33]
-		}
-	}
-	return b
-}
-
-// makeLayer writes entries as a gzip tar.
-func makeLayer(t testing.TB, entries []entry) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
-	mtime := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
-	for _, e := range entries {
-		h := &tar.Header{Name: e.name, Typeflag: e.typ, Mode: e.mode, Size: int64(len(e.data)),
-			Linkname: e.linkname, ModTime: mtime, Format: tar.FormatPAX}
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(e.data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
 }
 
 // image is a test image pushed to a real registry, with the zTOC of its
@@ -94,7 +43,7 @@ type image struct {
 	ref      LayerRef
 	layer    []byte
 	ztoc     *ztoc.Ztoc
-	entries  []entry
+	entries  []ztoctest.File
 	manifest digest.Digest
 }
 
@@ -107,9 +56,9 @@ func pushImage(t testing.TB, reg *regtest.Registry, repo string) *image {
 
 // pushEntries pushes a one-layer image of entries to reg and builds the
 // layer's zTOC with the given span size.
-func pushEntries(t testing.TB, reg *regtest.Registry, repo string, entries []entry, spanSize int64) *image {
+func pushEntries(t testing.TB, reg *regtest.Registry, repo string, entries []ztoctest.File, spanSize int64) *image {
 	t.Helper()
-	layer := makeLayer(t, entries)
+	layer := ztoctest.Layer(t, entries, ztoctest.LayerOptions{Gzip: true})
 	z, err := ztoc.Build(context.Background(), bytes.NewReader(layer), ztoc.BuildOptions{SpanSize: spanSize})
 	if err != nil {
 		t.Fatal(err)
@@ -229,33 +178,33 @@ func isMounted(t testing.TB, dir string) bool {
 }
 
 // checkTree compares the files under dir with the layer's entries.
-func checkTree(t testing.TB, dir string, entries []entry) {
+func checkTree(t testing.TB, dir string, entries []ztoctest.File) {
 	t.Helper()
 	for _, e := range entries {
-		p := filepath.Join(dir, e.name)
+		p := filepath.Join(dir, e.Name)
 		fi, err := os.Lstat(p)
 		if err != nil {
-			t.Errorf("lstat %s: %v", e.name, err)
+			t.Errorf("lstat %s: %v", e.Name, err)
 			continue
 		}
-		if got := int64(fi.Mode().Perm()); got != e.mode&0o777 {
-			t.Errorf("%s: mode %o, want %o", e.name, got, e.mode&0o777)
+		if got := int64(fi.Mode().Perm()); got != e.Mode&0o777 {
+			t.Errorf("%s: mode %o, want %o", e.Name, got, e.Mode&0o777)
 		}
-		switch e.typ {
+		switch e.Type {
 		case tar.TypeReg:
 			got, err := os.ReadFile(p)
 			if err != nil {
-				t.Errorf("read %s: %v", e.name, err)
-			} else if !bytes.Equal(got, e.data) {
-				t.Errorf("%s: read %d bytes that differ from the tar's %d", e.name, len(got), len(e.data))
+				t.Errorf("read %s: %v", e.Name, err)
+			} else if !bytes.Equal(got, e.Body) {
+				t.Errorf("%s: read %d bytes that differ from the tar's %d", e.Name, len(got), len(e.Body))
 			}
 		case tar.TypeSymlink:
-			if got, err := os.Readlink(p); err != nil || got != e.linkname {
-				t.Errorf("readlink %s = %q, %v; want %q", e.name, got, err, e.linkname)
+			if got, err := os.Readlink(p); err != nil || got != e.Linkname {
+				t.Errorf("readlink %s = %q, %v; want %q", e.Name, got, err, e.Linkname)
 			}
 		case tar.TypeDir:
 			if !fi.IsDir() {
-				t.Errorf("%s: not a directory", e.name)
+				t.Errorf("%s: not a directory", e.Name)
 			}
 		}
 	}
