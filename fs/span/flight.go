@@ -47,6 +47,7 @@ type flight struct {
 	fetchEnd error // why the transfer ended early; nil while it runs or after success
 	fetched  bool  // every compressed byte arrived
 	tampered bool  // the digest did not match: nothing more may be served
+	sealed   bool  // settling: no more unverified bytes may be served
 	verified bool  // the digest matched
 	produced int64 // uncompressed bytes inflated
 	served   int64 // end of the unverified bytes handed to readers
@@ -86,7 +87,7 @@ func (f *flight) ready(need int64, unverified bool) (data []byte, ok bool, err e
 	if need == untilSettled {
 		return f.data, f.finished, nil
 	}
-	if f.produced >= need && (f.verified || (unverified && !f.tampered)) {
+	if f.produced >= need && (f.verified || (unverified && !f.tampered && !f.sealed)) {
 		if !f.verified {
 			f.served = max(f.served, need)
 		}
@@ -263,6 +264,7 @@ func (p servedPrefix) matches(data []byte) bool {
 func (m *Manager) settle(ctx context.Context, id ztoc.SpanID, f *flight, err error) error {
 	f.mu.Lock()
 	served := f.served
+	f.sealed = true // what was served is now fixed: it is recorded below
 	f.mu.Unlock()
 	m.mu.Lock()
 	delete(m.flights, id)

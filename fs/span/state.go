@@ -10,9 +10,10 @@ type spanState uint8
 const (
 	// stateEmpty: nothing of the span has been verified or served.
 	stateEmpty spanState = iota
-	// statePartial (deferred verification only): a prefix of the span was
-	// inflated from unverified bytes and served; it is held in memory until
-	// the span is fetched whole and the served prefix compared with it.
+	// statePartial (deferred verification only): unverified bytes of the
+	// span were served by a flight whose transfer then broke off before the
+	// digest could be checked. A hash of them is kept (Manager.partials)
+	// until a verified fetch of the span reproduces them.
 	statePartial
 	// stateVerified: the span's compressed bytes matched its digest at least
 	// once and the uncompressed bytes were handed to the cache (which may
