@@ -1,9 +1,6 @@
 package build_test
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,6 +19,7 @@ import (
 	"github.com/ociseek/ociseek/index/build"
 	"github.com/ociseek/ociseek/internal/regtest"
 	"github.com/ociseek/ociseek/ztoc"
+	"github.com/ociseek/ociseek/ztoc/ztoctest"
 )
 
 // testSpan keeps zTOCs small and gives each test layer several spans.
@@ -35,10 +33,9 @@ var fastPublish = build.PublishOptions{Settle: 300 * time.Millisecond}
 // random content, deterministic in seed.
 func tarGz(t testing.TB, seed uint64, n int) []byte {
 	t.Helper()
-	var raw bytes.Buffer
-	tw := tar.NewWriter(&raw)
 	rng := rand.New(rand.NewPCG(seed, 7))
-	for i := 0; i < n; i++ {
+	files := make([]ztoctest.File, n)
+	for i := range files {
 		body := make([]byte, 20000+rng.IntN(40000))
 		for j := range body {
 			if j%3 == 0 {
@@ -47,27 +44,9 @@ func tarGz(t testing.TB, seed uint64, n int) []byte {
 				body[j] = byte('a' + j%26)
 			}
 		}
-		hdr := &tar.Header{Name: fmt.Sprintf("dir%d/file%d", seed, i), Mode: 0o644, Size: int64(len(body)),
-			Typeflag: tar.TypeReg, ModTime: time.Unix(1700000000, 0)}
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(body); err != nil {
-			t.Fatal(err)
-		}
+		files[i] = ztoctest.File{Name: fmt.Sprintf("dir%d/file%d", seed, i), Mode: 0o644, Body: body}
 	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	if _, err := zw.Write(raw.Bytes()); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return gz.Bytes()
+	return ztoctest.Layer(t, files, ztoctest.LayerOptions{Gzip: true})
 }
 
 func testContext(t testing.TB) context.Context {

@@ -1,9 +1,7 @@
 package discover
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"testing"
@@ -15,31 +13,17 @@ import (
 	"github.com/ociseek/ociseek/index"
 	"github.com/ociseek/ociseek/internal/regtest"
 	"github.com/ociseek/ociseek/ztoc"
+	"github.com/ociseek/ociseek/ztoc/ztoctest"
 )
 
 // layer makes a small gzip tar layer with one file per name.
 func layer(t testing.TB, names ...string) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
-	for _, n := range names {
-		body := []byte("content of " + n)
-		hdr := &tar.Header{Name: n, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg, ModTime: time.Unix(1700000000, 0)}
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(body); err != nil {
-			t.Fatal(err)
-		}
+	files := make([]ztoctest.File, len(names))
+	for i, n := range names {
+		files[i] = ztoctest.File{Name: n, Mode: 0o644, Body: []byte("content of " + n)}
 	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return ztoctest.Layer(t, files, ztoctest.LayerOptions{Gzip: true})
 }
 
 // image is a pushed test image with its layers.

@@ -1,35 +1,20 @@
 package regtest
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"testing"
 
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/ociseek/ociseek/ztoc/ztoctest"
 )
 
+// smallLayer is a gzip layer holding one file.
 func smallLayer(t *testing.T, name, body string) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
-	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tw.Write([]byte(body)); err != nil {
-		t.Fatal(err)
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return ztoctest.Layer(t, []ztoctest.File{{Name: name, Mode: 0o644, Body: []byte(body)}}, ztoctest.LayerOptions{Gzip: true})
 }
 
 // TestRegistries pushes an image and a referrer to every kind, checks the
