@@ -31,6 +31,11 @@ tools:
 	cd tools/containerd && $(GO) build -tags no_btrfs -o $(OCISEEK_TOOLS_BIN)/ \
 	  github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr \
 	  github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+	cd tools/nerdctl && $(GO) build -o $(OCISEEK_TOOLS_BIN)/ github.com/containerd/nerdctl/cmd/nerdctl
+	# cri-tools v1.34.0 depends on cri-api/cri-client release candidates the
+	# checksum database does not list; go.sum in tools/crictl pins them.
+	cd tools/crictl && GONOSUMDB=sigs.k8s.io/cri-tools,k8s.io/cri-api,k8s.io/cri-client \
+	  $(GO) build -o $(OCISEEK_TOOLS_BIN)/ sigs.k8s.io/cri-tools/cmd/crictl
 
 # test: unit and integration tests. -timeout turns a hang into a goroutine dump.
 test: tools build
