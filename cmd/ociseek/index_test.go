@@ -1,9 +1,7 @@
 package main
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -34,22 +32,12 @@ func runRegistryCLI(t *testing.T, args ...string) (string, string, error) {
 // in seed.
 func testLayer(t *testing.T, seed int) []byte {
 	t.Helper()
-	var raw bytes.Buffer
-	tw := tar.NewWriter(&raw)
-	for i := 0; i < 6; i++ {
+	files := make([]ztoctest.File, 6)
+	for i := range files {
 		body := bytes.Repeat([]byte(fmt.Sprintf("seed %d file %d\n", seed, i)), 4000)
-		hdr := &tar.Header{Name: fmt.Sprintf("f%d", i), Mode: 0o644, Size: int64(len(body)), ModTime: time.Unix(1e9, 0)}
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
-		}
-		tw.Write(body)
+		files[i] = ztoctest.File{Name: fmt.Sprintf("f%d", i), Mode: 0o644, Body: body}
 	}
-	tw.Close()
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(raw.Bytes())
-	zw.Close()
-	return gz.Bytes()
+	return ztoctest.Layer(t, files, ztoctest.LayerOptions{Gzip: true})
 }
 
 // TestIndexVerbs drives create → index ls → index info → index rm on every

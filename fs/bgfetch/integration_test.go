@@ -1,9 +1,7 @@
 package bgfetch
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -16,14 +14,16 @@ import (
 	"github.com/ociseek/ociseek/fs/span"
 	"github.com/ociseek/ociseek/internal/regtest"
 	"github.com/ociseek/ociseek/ztoc"
+	"github.com/ociseek/ociseek/ztoc/ztoctest"
 )
 
+// gzipLayer is a gzip layer of files files of mixed random and
+// compressible content, 20-70 KB each.
 func gzipLayer(t *testing.T, files int) []byte {
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
+	t.Helper()
 	r := rand.New(rand.NewPCG(1, 2))
-	for i := range files {
+	fs := make([]ztoctest.File, files)
+	for i := range fs {
 		data := make([]byte, 20_000+r.IntN(50_000))
 		for j := range data {
 			if j%3 == 0 {
@@ -32,12 +32,9 @@ func gzipLayer(t *testing.T, files int) []byte {
 				data[j] = 'a' + byte(j%7)
 			}
 		}
-		tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("f%03d", i), Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg})
-		tw.Write(data)
+		fs[i] = ztoctest.File{Name: fmt.Sprintf("f%03d", i), Mode: 0o644, Body: data}
 	}
-	tw.Close()
-	zw.Close()
-	return buf.Bytes()
+	return ztoctest.Layer(t, fs, ztoctest.LayerOptions{Gzip: true})
 }
 
 // TestCompletesRealLayers drives two span managers over a real registry to
