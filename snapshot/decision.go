@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"errors"
+	"strconv"
 
 	"github.com/ociseek/ociseek/index"
 )
@@ -37,6 +38,10 @@ const (
 	// ReasonNoZtoc: the image's index has no zTOC for this layer
 	// (index.ErrNoZtoc).
 	ReasonNoZtoc Reason = "no-ztoc"
+	// ReasonBelowMinSize: the layer is smaller than the configured minimum
+	// (WithMinLayerSize), so it is not worth a FUSE mount; the
+	// FileSystem is not asked.
+	ReasonBelowMinSize Reason = "below-min-size"
 	// ReasonMountFailed: the FileSystem failed for another reason.
 	ReasonMountFailed Reason = "mount-failed"
 	// ReasonNoUnpacker: local unpacking was wanted but no LayerUnpacker is
@@ -68,19 +73,41 @@ type Decision struct {
 //
 // Without an unpacker, the local-unpack outcomes become overlay.
 func decide(mountErr error, haveUnpacker bool) Decision {
-	var d Decision
 	switch {
 	case mountErr == nil:
 		return Decision{OutcomeLazy, ReasonMounted}
 	case errors.Is(mountErr, index.ErrNoIndex):
 		return Decision{OutcomeOverlay, ReasonNoIndex}
 	case errors.Is(mountErr, index.ErrNoZtoc):
-		d = Decision{OutcomeLocalUnpack, ReasonNoZtoc}
+		return localUnpack(ReasonNoZtoc, haveUnpacker)
 	default:
-		d = Decision{OutcomeLocalUnpack, ReasonMountFailed}
+		return localUnpack(ReasonMountFailed, haveUnpacker)
 	}
+}
+
+// decideBeforeMount returns the Decision that makes a mount attempt
+// pointless, if any: lazy loading turned off, or a layer whose size label
+// says it is below minSize (0: no minimum). A size label that is absent
+// (CRI sends none) or not a decimal number leaves the choice to the mount.
+func decideBeforeMount(lazyDisabled bool, minSize int64, labels map[string]string, haveUnpacker bool) (Decision, bool) {
+	if lazyDisabled {
+		return Decision{OutcomeOverlay, ReasonLazyDisabled}, true
+	}
+	if minSize <= 0 {
+		return Decision{}, false
+	}
+	size, err := strconv.ParseInt(labels[LabelLayerSize], 10, 64)
+	if err != nil || size < 0 || size >= minSize {
+		return Decision{}, false
+	}
+	return localUnpack(ReasonBelowMinSize, haveUnpacker), true
+}
+
+// localUnpack is the local-unpack outcome for reason, or overlay when no
+// unpacker is configured.
+func localUnpack(reason Reason, haveUnpacker bool) Decision {
 	if !haveUnpacker {
 		return Decision{OutcomeOverlay, ReasonNoUnpacker}
 	}
-	return d
+	return Decision{OutcomeLocalUnpack, reason}
 }

@@ -61,10 +61,8 @@ func (s *Snapshotter) View(ctx context.Context, key, parent string, opts ...snap
 func (s *Snapshotter) prepareLayer(ctx context.Context, key, target string, snap storage.Snapshot, labels map[string]string) ([]mount.Mount, error) {
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("target", target))
 	log.G(ctx).WithField("labels", labels).Debug("layer unpack")
-	var d Decision
-	if s.lazyDisabled {
-		d = Decision{OutcomeOverlay, ReasonLazyDisabled}
-	} else {
+	d, decided := decideBeforeMount(s.lazyDisabled, s.minLayerSize, labels, s.unpacker != nil)
+	if !decided {
 		mountErr := s.mountLayer(ctx, s.upperPath(snap.ID), labels)
 		d = decide(mountErr, s.unpacker != nil)
 		if mountErr != nil {

@@ -57,6 +57,10 @@ const (
 	LabelDecision = "ociseek.io/snapshot/decision"
 	// LabelDecisionReason holds the Reason for LabelDecision.
 	LabelDecisionReason = "ociseek.io/snapshot/decision-reason"
+	// LabelLayerSize is the layer blob's size in bytes, decimal, as
+	// nerdctl's SOCI handler sends it (CRI does not). WithMinLayerSize
+	// compares it.
+	LabelLayerSize = "containerd.io/snapshot/remote/soci.size"
 	// LabelNamespace records the containerd namespace of the unpack, for
 	// FileSystems that need it when a mount is restored.
 	LabelNamespace = "containerd.io/snapshot/remote/namespace"
@@ -93,6 +97,7 @@ type Snapshotter struct {
 	fs           FileSystem
 	unpacker     LayerUnpacker
 	lazyDisabled bool
+	minLayerSize int64
 	asyncRemove  bool
 	mountOptions []string
 	mountTimeout time.Duration
@@ -107,12 +112,16 @@ var (
 type options struct {
 	unpacker     LayerUnpacker
 	lazyDisabled bool
+	minLayerSize int64
 	asyncRemove  bool
 	noRestore    bool
 	allowInvalid bool
 	registerer   prometheus.Registerer
 	mountOptions []string
 	mountTimeout time.Duration
+	// userXattr is nil when New detects whether overlay needs
+	// "userxattr", else the caller's answer.
+	userXattr *bool
 }
 
 // Opt configures a Snapshotter.
@@ -128,6 +137,20 @@ func WithUnpacker(u LayerUnpacker) Opt {
 // the FileSystem is never asked to mount.
 func DisableLazy() Opt {
 	return func(o *options) error { o.lazyDisabled = true; return nil }
+}
+
+// WithMinLayerSize serves layers smaller than n bytes, as their
+// LabelLayerSize label says, by local unpack rather than lazily: for a
+// small layer a FUSE mount costs more than it saves. Layers without the
+// label are not affected. Zero (the default) means no minimum.
+func WithMinLayerSize(n int64) Opt {
+	return func(o *options) error {
+		if n < 0 {
+			return fmt.Errorf("negative minimum layer size %d", n)
+		}
+		o.minLayerSize = n
+		return nil
+	}
 }
 
 // AsynchronousRemove defers deleting snapshot directories to Cleanup.
@@ -166,6 +189,14 @@ func WithMountTimeout(d time.Duration) Opt {
 	}
 }
 
+// WithUserXattr says whether overlay mounts need "userxattr" (a user
+// namespace), instead of New detecting it. The daemon detects it once and
+// tells both the snapshotter and its FileSystem, whose opaque directories
+// must then answer the "user.overlay." xattrs overlay will ask for.
+func WithUserXattr(need bool) Opt {
+	return func(o *options) error { o.userXattr = &need; return nil }
+}
+
 // WithMountOptions adds options to every overlay mount.
 func WithMountOptions(opts ...string) Opt {
 	return func(o *options) error { o.mountOptions = append(o.mountOptions, opts...); return nil }
@@ -202,8 +233,9 @@ func New(ctx context.Context, root string, fsys FileSystem, opts ...Opt) (_ *Sna
 		fs:           fsys,
 		unpacker:     o.unpacker,
 		lazyDisabled: o.lazyDisabled,
+		minLayerSize: o.minLayerSize,
 		asyncRemove:  o.asyncRemove,
-		mountOptions: overlayOptions(ctx, root, o.mountOptions),
+		mountOptions: overlayOptions(ctx, root, o.mountOptions, o.userXattr),
 		mountTimeout: o.mountTimeout,
 		metrics:      m,
 	}
@@ -244,14 +276,20 @@ func prepareRoot(root string) error {
 }
 
 // overlayOptions completes the configured overlay options with what the
-// kernel and root need: "userxattr" inside a user namespace, and
-// "index=off" so that lower layers can be shared between mounts.
-func overlayOptions(ctx context.Context, root string, opts []string) []string {
+// kernel and root need: "userxattr" inside a user namespace (as userXattr
+// says, or detected when it is nil), and "index=off" so that lower layers
+// can be shared between mounts.
+func overlayOptions(ctx context.Context, root string, opts []string, userXattr *bool) []string {
 	opts = append([]string(nil), opts...)
 	if !hasOption(opts, "userxattr") {
-		need, err := overlayutils.NeedsUserXAttr(root)
-		if err != nil {
-			log.G(ctx).WithError(err).Warnf("cannot tell whether overlay needs userxattr; assuming %v", need)
+		var need bool
+		if userXattr != nil {
+			need = *userXattr
+		} else {
+			var err error
+			if need, err = overlayutils.NeedsUserXAttr(root); err != nil {
+				log.G(ctx).WithError(err).Warnf("cannot tell whether overlay needs userxattr; assuming %v", need)
+			}
 		}
 		if need {
 			opts = append(opts, "userxattr")

@@ -23,7 +23,8 @@ func (failingFS) Check(context.Context, string, map[string]string) error {
 func (failingFS) Unmount(context.Context, string) error { return nil }
 
 // suiteFactory returns a containerd testsuite factory for a snapshotter on
-// fsys. The integration tests run the same suite with the real lazy FS.
+// fsys. cmd/ociseek-snapshotter runs the same suite with the real lazy file
+// system, wired as the daemon wires it (snapshot may not import fs).
 func suiteFactory(fsys FileSystem) testsuite.SnapshotterFunc {
 	return func(ctx context.Context, root string) (snapshots.Snapshotter, func() error, error) {
 		sn, err := New(ctx, root, fsys)
@@ -58,7 +59,8 @@ func TestSnapshotterSuiteOverlay(t *testing.T) {
 // no target label, so this leg shows that snapshots other than layer
 // unpacks never reach the FileSystem.
 // The lazy outcome itself is covered by the decision tests; the leg with
-// the real FUSE file system belongs with the fs package's wiring.
+// the real FUSE file system is TestSnapshotterSuiteLazyFS in
+// cmd/ociseek-snapshotter.
 func TestSnapshotterSuiteFSUntouched(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()
