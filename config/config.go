@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -48,19 +49,18 @@ type Daemon struct {
 
 // Snapshotter chooses how layers are served.
 type Snapshotter struct {
-	Lazy                        bool `toml:"lazy" comment:"Serve indexed layers lazily over FUSE. false: every layer is pulled by containerd."`
-	LocalUnpack                 bool `toml:"local_unpack" comment:"When an image is indexed but a layer has no zTOC, let the daemon fetch, verify and unpack that layer itself."`
-	AsyncRemove                 bool `toml:"async_remove" comment:"Delete snapshot directories during containerd's garbage collection (Cleanup) instead of on Remove."`
-	AllowInvalidMountsOnRestart bool `toml:"allow_invalid_mounts_on_restart" comment:"Start even if lazy layers of the previous run cannot be mounted again."`
+	Lazy                        bool  `toml:"lazy" comment:"Serve indexed layers lazily over FUSE. false: every layer is pulled by containerd."`
+	LocalUnpack                 bool  `toml:"local_unpack" comment:"When an image is indexed but a layer has no zTOC, let the daemon fetch, verify and unpack that layer itself."`
+	AsyncRemove                 bool  `toml:"async_remove" comment:"Delete snapshot directories during containerd's garbage collection (Cleanup) instead of on Remove."`
+	AllowInvalidMountsOnRestart bool  `toml:"allow_invalid_mounts_on_restart" comment:"Start even if lazy layers of the previous run cannot be mounted again."`
+	MinLayerSize                int64 `toml:"min_layer_size" comment:"Layers smaller than this many bytes (as the containerd.io/snapshot/remote/soci.size label says; nerdctl sends it, CRI does not) are unpacked by the daemon instead of mounted lazily. 0: no minimum."`
 }
 
 // FUSE configures the FUSE mounts.
 type FUSE struct {
-	AttrTimeout     Duration `toml:"attr_timeout" comment:"How long the kernel caches file attributes."`
-	EntryTimeout    Duration `toml:"entry_timeout" comment:"How long the kernel caches name lookups."`
-	NegativeTimeout Duration `toml:"negative_timeout" comment:"How long the kernel caches failed lookups."`
-	MountTimeout    Duration `toml:"mount_timeout" comment:"Longest time a layer mount may take (index discovery and zTOC fetch included)."`
-	Debug           bool     `toml:"debug" comment:"Log every FUSE operation (very verbose)."`
+	CacheTimeout Duration `toml:"cache_timeout" comment:"How long the kernel caches file attributes, name lookups and failed lookups (one value: a layer never changes while mounted)."`
+	MountTimeout Duration `toml:"mount_timeout" comment:"Longest time a layer mount may take (index discovery and zTOC fetch included)."`
+	Debug        bool     `toml:"debug" comment:"Log every FUSE operation (very verbose)."`
 }
 
 // Fetch configures registry range reads.
@@ -70,7 +70,6 @@ type Fetch struct {
 	MinRetryWait   Duration `toml:"min_retry_wait" comment:"First backoff between retries."`
 	MaxRetryWait   Duration `toml:"max_retry_wait" comment:"Longest backoff between retries."`
 	MaxConcurrency int      `toml:"max_concurrency" comment:"Concurrent range requests across all layers."`
-	VerifyRetries  int      `toml:"verify_retries" comment:"Fetches of a span again when its digest does not match."`
 }
 
 // Cache configures the span cache.
@@ -81,10 +80,10 @@ type Cache struct {
 
 // BackgroundFetch configures background completion of layers.
 type BackgroundFetch struct {
-	Enable        bool     `toml:"enable" comment:"Fetch the rest of mounted layers in the background."`
-	SilencePeriod Duration `toml:"silence_period" comment:"Pause after each new mount, so that container start-up reads come first."`
-	FetchPeriod   Duration `toml:"fetch_period" comment:"Pause between two background span fetches."`
-	MaxQueue      int      `toml:"max_queue" comment:"Layers waiting for background fetch; the oldest is dropped beyond this."`
+	Enable            bool     `toml:"enable" comment:"Fetch the rest of mounted layers in the background."`
+	SilencePeriod     Duration `toml:"silence_period" comment:"Background fetching waits until no file of a lazy layer has been read for this long, so that container start-up reads come first."`
+	MaxBytesPerSecond int64    `toml:"max_bytes_per_second" comment:"Bound on the background fetch rate, in compressed bytes per second. 0: no bound."`
+	RetryDelay        Duration `toml:"retry_delay" comment:"Wait before retrying a layer whose background fetch failed (registry unreachable)."`
 }
 
 // Discovery configures index discovery.
@@ -123,7 +122,7 @@ func Parse(r io.Reader) (*Config, error) {
 	if err := dec.Decode(cfg); err != nil {
 		var strict *toml.StrictMissingError
 		if errors.As(err, &strict) {
-			return nil, fmt.Errorf("unknown config keys:\n%s", strict.String())
+			return nil, fmt.Errorf("unknown config keys:\n%s%s", strict.String(), removedHints(strict))
 		}
 		var derr *toml.DecodeError
 		if errors.As(err, &derr) {
@@ -136,6 +135,30 @@ func Parse(r io.Reader) (*Config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// removedHints says what replaced the keys of earlier versions found among
+// the unknown ones, so that an upgrade fails with a fix, not a riddle.
+func removedHints(strict *toml.StrictMissingError) string {
+	var b strings.Builder
+	for _, e := range strict.Errors {
+		key := strings.Join(e.Key(), ".")
+		var hint string
+		switch key {
+		case "fuse.attr_timeout", "fuse.entry_timeout", "fuse.negative_timeout":
+			hint = "replaced by fuse.cache_timeout (one timeout for attributes, entries and failed lookups)"
+		case "fetch.verify_retries":
+			hint = "removed: a span that does not match its digest fails the layer; it is never fetched again"
+		case "background_fetch.fetch_period":
+			hint = "replaced by background_fetch.max_bytes_per_second"
+		case "background_fetch.max_queue":
+			hint = "removed: every mounted layer is completed in turn; none is dropped"
+		default:
+			continue
+		}
+		fmt.Fprintf(&b, "\n%s: %s", key, hint)
+	}
+	return b.String()
 }
 
 // Load reads the configuration file at path. A missing file gives an error

@@ -54,7 +54,7 @@ plain_http = ["localhost:5000"]
 	if cfg.FUSE.MountTimeout.Duration != 90*time.Second {
 		t.Errorf("mount_timeout = %v", cfg.FUSE.MountTimeout.Duration)
 	}
-	if cfg.FUSE.AttrTimeout != Default().FUSE.AttrTimeout || cfg.Daemon.Root != "/var/lib/ociseek" {
+	if cfg.FUSE.CacheTimeout != Default().FUSE.CacheTimeout || cfg.Daemon.Root != "/var/lib/ociseek" {
 		t.Errorf("defaults lost: %+v %+v", cfg.FUSE, cfg.Daemon)
 	}
 	if cfg.Discovery.IndexRepositories["reg.example/app"] != "reg.example/app-soci" || cfg.Registry.PlainHTTP[0] != "localhost:5000" {
@@ -68,7 +68,10 @@ func TestParseErrors(t *testing.T) {
 		"unknown section":   {"[fusee]\n", "fusee"},
 		"integer duration":  {"[fuse]\nmount_timeout = 30\n", "Go duration"},
 		"bad duration":      {"[fuse]\nmount_timeout = \"30\"\n", "Go duration"},
-		"negative duration": {"[fuse]\nattr_timeout = \"-1s\"\n", "fuse.attr_timeout"},
+		"negative duration": {"[fuse]\ncache_timeout = \"-1s\"\n", "fuse.cache_timeout"},
+		"zero retry delay":  {"[background_fetch]\nretry_delay = \"0s\"\n", "background_fetch.retry_delay"},
+		"negative min size": {"[snapshotter]\nmin_layer_size = -1\n", "snapshotter.min_layer_size"},
+		"negative rate":     {"[background_fetch]\nmax_bytes_per_second = -5\n", "background_fetch.max_bytes_per_second"},
 		"zero timeout":      {"[fetch]\nrequest_timeout = \"0s\"\n", "fetch.request_timeout"},
 		"relative root":     {"[daemon]\nroot = \"var/lib\"\n", "daemon.root"},
 		"log level":         {"[daemon]\nlog_level = \"loud\"\n", "daemon.log_level"},
@@ -76,6 +79,8 @@ func TestParseErrors(t *testing.T) {
 		"syntax":            {"[fuse\n", "line 1"},
 		"html":              {"<html><body>404</body></html>", "line 1"},
 		"bad repo map":      {"[discovery.index_repositories]\n\"app\" = \"x/y\"\n", "index_repositories"},
+		"removed key":       {"[fuse]\nattr_timeout = \"1s\"\n", "fuse.attr_timeout: replaced by fuse.cache_timeout"},
+		"removed fetch key": {"[background_fetch]\nmax_queue = 3\n", "background_fetch.max_queue: removed"},
 		"no discovery":      {"[discovery]\nv1 = false\nv2 = false\n", "snapshotter.lazy = false"},
 	}
 	for name, c := range cases {

@@ -19,10 +19,8 @@ func Default() *Config {
 		// and attributes for as long as it is mounted; the reference's 1 s
 		// makes a tree walk ten times slower than overlayfs.
 		FUSE: FUSE{
-			AttrTimeout:     Dur(24 * time.Hour),
-			EntryTimeout:    Dur(24 * time.Hour),
-			NegativeTimeout: Dur(24 * time.Hour),
-			MountTimeout:    Dur(30 * time.Second),
+			CacheTimeout: Dur(24 * time.Hour),
+			MountTimeout: Dur(30 * time.Second),
 		},
 		Fetch: Fetch{
 			RequestTimeout: Dur(5 * time.Minute),
@@ -30,7 +28,6 @@ func Default() *Config {
 			MinRetryWait:   Dur(30 * time.Millisecond),
 			MaxRetryWait:   Dur(5 * time.Second),
 			MaxConcurrency: 64,
-			VerifyRetries:  3,
 		},
 		Cache: Cache{
 			MaxBytes: 10 << 30,
@@ -38,8 +35,7 @@ func Default() *Config {
 		BackgroundFetch: BackgroundFetch{
 			Enable:        true,
 			SilencePeriod: Dur(30 * time.Second),
-			FetchPeriod:   Dur(500 * time.Millisecond),
-			MaxQueue:      300,
+			RetryDelay:    Dur(2 * time.Second),
 		},
 		Discovery: Discovery{
 			V2:                true,

@@ -30,14 +30,12 @@ func (c *Config) Validate() error {
 		d        Duration
 		positive bool
 	}{
-		{"fuse.attr_timeout", c.FUSE.AttrTimeout, false},
-		{"fuse.entry_timeout", c.FUSE.EntryTimeout, false},
-		{"fuse.negative_timeout", c.FUSE.NegativeTimeout, false},
+		{"fuse.cache_timeout", c.FUSE.CacheTimeout, false},
 		{"fuse.mount_timeout", c.FUSE.MountTimeout, true},
 		{"fetch.request_timeout", c.Fetch.RequestTimeout, true},
 		{"fetch.min_retry_wait", c.Fetch.MinRetryWait, false},
 		{"background_fetch.silence_period", c.BackgroundFetch.SilencePeriod, false},
-		{"background_fetch.fetch_period", c.BackgroundFetch.FetchPeriod, true},
+		{"background_fetch.retry_delay", c.BackgroundFetch.RetryDelay, true},
 		{"discovery.cache_ttl", c.Discovery.CacheTTL, false},
 		{"discovery.negative_cache_ttl", c.Discovery.NegativeCacheTTL, false},
 	} {
@@ -55,10 +53,10 @@ func (c *Config) Validate() error {
 		key string
 		n   int64
 	}{
+		{"snapshotter.min_layer_size", c.Snapshotter.MinLayerSize},
 		{"fetch.max_retries", int64(c.Fetch.MaxRetries)},
-		{"fetch.verify_retries", int64(c.Fetch.VerifyRetries)},
 		{"cache.max_bytes", c.Cache.MaxBytes},
-		{"background_fetch.max_queue", int64(c.BackgroundFetch.MaxQueue)},
+		{"background_fetch.max_bytes_per_second", c.BackgroundFetch.MaxBytesPerSecond},
 	} {
 		if kv.n < 0 {
 			bad(kv.key, "must not be negative, got %d", kv.n)

@@ -10,9 +10,18 @@
 //	ociseek-snapshotter config dump      # print the configuration in effect
 //
 // Signals: SIGTERM stops the daemon and leaves lazy mounts in place, so
-// that the next start takes them over (containers keep their root file
-// systems while the daemon restarts, as far as the kernel allows); SIGINT
-// also unmounts every lazy layer, for a clean shutdown of the node.
+// that the next start takes them over: it releases the dead mounts and
+// mounts the layers again for new containers (containers already running
+// on a lazy layer get ESTALE from it, since its FUSE server is gone); the
+// background fetcher ends with the process, which the span cache survives
+// (each span is written to a temporary file and renamed into place). SIGINT
+// unmounts every lazy layer, stops background fetching and closes the span
+// cache before exiting, for a clean shutdown of the node.
+//
+// Under systemd (contrib/systemd) the daemon takes its socket from socket
+// activation and, as a Type=notify service, reports READY=1 on
+// $NOTIFY_SOCKET once the socket serves; containerd, ordered after it,
+// then finds lazy snapshots already restored.
 package main
 
 import (

@@ -55,25 +55,33 @@ type daemon struct {
 	metrics string
 	log     *bytes.Buffer
 	exited  chan error
+	// notified receives what the daemon sends to $NOTIFY_SOCKET, as
+	// systemd would.
+	notified chan string
 }
 
+// startDaemon starts the daemon under dir as systemd starts a Type=notify
+// service, and returns once it has reported READY=1.
 func startDaemon(t *testing.T, dir string) *daemon {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the daemon mounts overlay")
 	}
 	d := &daemon{
-		socket:  filepath.Join(dir, "run", "ociseek.sock"),
-		metrics: filepath.Join(dir, "metrics.sock"),
-		log:     &bytes.Buffer{},
-		exited:  make(chan error, 1),
+		socket:   filepath.Join(dir, "run", "ociseek.sock"),
+		metrics:  filepath.Join(dir, "metrics.sock"),
+		log:      &bytes.Buffer{},
+		exited:   make(chan error, 1),
+		notified: make(chan string, 8),
 	}
 	cfg := fmt.Sprintf("[daemon]\nroot = %q\n[metrics]\naddress = %q\nnetwork = \"unix\"\n", filepath.Join(dir, "root"), d.metrics)
 	cfgPath := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	notifyPath := d.listenNotify(t, dir)
 	d.cmd = exec.Command(daemonBin, "--config", cfgPath, "--address", d.socket, "--log-level", "debug")
+	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -88,21 +96,47 @@ func startDaemon(t *testing.T, dir string) *daemon {
 			t.Logf("daemon log:\n%s", d.log)
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if c, err := net.Dial("unix", d.socket); err == nil {
-			c.Close()
-			return d
+	select {
+	case msg := <-d.notified:
+		if msg != "READY=1" {
+			t.Fatalf("first notification %q, want READY=1", msg)
 		}
-		select {
-		case err := <-d.exited:
-			t.Fatalf("daemon exited before serving: %v\n%s", err, d.log)
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon not serving on %s after 20s\n%s", d.socket, d.log)
-		}
+	case err := <-d.exited:
+		t.Fatalf("daemon exited before serving: %v\n%s", err, d.log)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("daemon did not report READY=1 within 20s\n%s", d.log)
 	}
+	// READY=1 promises a socket that serves: no polling here.
+	c, err := net.Dial("unix", d.socket)
+	if err != nil {
+		t.Fatalf("daemon reported ready, but its socket does not answer: %v", err)
+	}
+	c.Close()
+	return d
+}
+
+// listenNotify opens the datagram socket the daemon notifies, as systemd
+// does for Type=notify services, and forwards each message to d.notified.
+func (d *daemon) listenNotify(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "notify.sock")
+	os.Remove(path) // left by a daemon started earlier in dir
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			d.notified <- string(buf[:n])
+		}
+	}()
+	return path
 }
 
 // client returns containerd's own proxy snapshotter, as containerd uses it.
@@ -164,8 +198,9 @@ func TestDaemonServesSnapshotsAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// An unpack Prepare: the placeholder FileSystem says "no index", so the
-	// layer goes the overlay way and containerd would pull it.
+	// An unpack Prepare without image labels (containerd running without
+	// snapshot annotations): the lazy file system cannot tell which image
+	// it is, so the layer goes the overlay way and containerd pulls it.
 	labels := map[string]string{snapshots.LabelSnapshotRef: "layer-2"}
 	mounts, err = sn.Prepare(ctx, "extract-1 layer-2", "base", snapshots.WithLabels(labels))
 	if err != nil {
@@ -195,6 +230,14 @@ func TestDaemonServesSnapshotsAPI(t *testing.T) {
 	d.stop(t, syscall.SIGTERM)
 	if _, err := os.Stat(d.socket); !os.IsNotExist(err) {
 		t.Errorf("socket left after stop: %v", err)
+	}
+	select {
+	case msg := <-d.notified:
+		if msg != "STOPPING=1" {
+			t.Errorf("notification on stop %q, want STOPPING=1", msg)
+		}
+	case <-time.After(5 * time.Second): // sent before exit; only the forwarding goroutine may lag
+		t.Error("daemon did not notify STOPPING=1")
 	}
 
 	// State survives a restart.
@@ -260,5 +303,19 @@ func TestConfigDumpAppliesFlags(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "root = '/srv/ociseek'") {
 		t.Errorf("dump ignores --root:\n%s", out.String())
+	}
+}
+
+// TestHelpExplainsSignals: --help is where an operator learns which signal
+// keeps the lazy mounts and which removes them.
+func TestHelpExplainsSignals(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"--help"}, &out); err != nil {
+		t.Fatalf("--help = %v, want no error", err)
+	}
+	for _, want := range []string{"SIGTERM", "leaving lazy layers mounted", "SIGINT", "unmount every lazy layer", "-config"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--help lacks %q:\n%s", want, out.String())
+		}
 	}
 }

@@ -12,6 +12,27 @@ import (
 	"github.com/ociseek/ociseek/config"
 )
 
+// usageText heads --help; the flags follow it.
+const usageText = `Usage: ociseek-snapshotter [flags]
+       ociseek-snapshotter config default   print every option with its default
+       ociseek-snapshotter config dump      print the configuration in effect
+
+containerd's remote snapshotter for SOCI-indexed images: indexed layers are
+served lazily over FUSE, the others unpacked by the daemon or by containerd.
+
+Signals:
+  SIGTERM  stop serving and exit, leaving lazy layers mounted: the next start
+           takes them over (systemd's default stop; use it for restarts and
+           upgrades). Background fetching ends with the process.
+  SIGINT   unmount every lazy layer, stop background fetching, then exit (a
+           clean shutdown of the node: systemctl kill -s INT).
+
+Under systemd the socket may be handed over (socket activation) and, with
+Type=notify, readiness is reported once the socket serves.
+
+Flags:
+`
+
 // flags are the command-line settings; those given override the file.
 type flags struct {
 	configPath string
@@ -29,6 +50,10 @@ func parseFlags(args []string, stderr io.Writer) (*flags, []string, error) {
 	fset.StringVar(&f.root, "root", "", "state directory (overrides daemon.root)")
 	fset.StringVar(&f.address, "address", "", "unix socket for containerd (overrides daemon.address)")
 	fset.StringVar(&f.logLevel, "log-level", "", "trace, debug, info, warn or error (overrides daemon.log_level)")
+	fset.Usage = func() {
+		fmt.Fprint(fset.Output(), usageText)
+		fset.PrintDefaults()
+	}
 	if err := fset.Parse(args); err != nil {
 		return nil, nil, err
 	}
@@ -39,6 +64,9 @@ func parseFlags(args []string, stderr io.Writer) (*flags, []string, error) {
 // run is the whole program: main only reports its error.
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	f, rest, err := parseFlags(args, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

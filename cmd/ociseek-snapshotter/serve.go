@@ -27,7 +27,11 @@ import (
 // cut, so that a stuck Prepare cannot keep the daemon from exiting.
 const stopTimeout = 10 * time.Second
 
-// serve runs the daemon until SIGTERM or SIGINT (or ctx ends).
+// serve runs the daemon until SIGTERM or SIGINT (or ctx ends). SIGINT
+// unmounts every lazy layer and stops the lazy file system; SIGTERM (and
+// the end of ctx) leaves the mounts for the next start to take over.
+// Under systemd (Type=notify) it reports READY=1 once containerd's socket
+// serves, and STOPPING=1 when it begins to stop.
 func serve(ctx context.Context, cfg *config.Config) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
@@ -36,17 +40,16 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	sn, err := newSnapshotter(ctx, cfg, reg)
+	svc, err := newService(ctx, cfg, reg)
 	if err != nil {
 		return err
 	}
-	lis, err := listen(cfg.Daemon.Address)
+	lis, ownSocket, err := listen(cfg.Daemon.Address)
 	if err != nil {
-		sn.Close()
-		return err
+		return errors.Join(err, svc.shutdown(ctx, false))
 	}
 	srv := grpc.NewServer()
-	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(sn))
+	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(svc.sn))
 
 	// Each server goroutine reports on errc (buffered: nobody may block on
 	// a send after serve has returned).
@@ -55,10 +58,12 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	metricsSrv, err := serveMetrics(cfg.Metrics, reg, errc)
 	if err != nil {
 		srv.Stop()
-		sn.Close()
-		return err
+		return errors.Join(err, svc.shutdown(ctx, false))
 	}
 	log.G(ctx).WithField("address", cfg.Daemon.Address).WithField("root", cfg.Daemon.Root).Info("ociseek-snapshotter serving")
+	if err := notifySystemd("READY=1"); err != nil {
+		log.G(ctx).WithError(err).Warn("cannot tell systemd the daemon is ready")
+	}
 
 	var sig os.Signal
 	select {
@@ -68,17 +73,19 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		log.G(ctx).WithError(err).Error("server failed; stopping")
 	case <-ctx.Done():
 	}
+	if nerr := notifySystemd("STOPPING=1"); nerr != nil {
+		log.G(ctx).WithError(nerr).Warn("cannot tell systemd the daemon is stopping")
+	}
 	stopGRPC(srv)
 	if metricsSrv != nil {
 		metricsSrv.Close()
 	}
-	os.Remove(cfg.Daemon.Address)
-	if sig == syscall.SIGINT {
-		if uerr := sn.UnmountAll(ctx); uerr != nil {
-			err = errors.Join(err, uerr)
-		}
+	if ownSocket {
+		// A socket systemd handed over is systemd's: it stays, so that
+		// containerd's next call starts the daemon again.
+		os.Remove(cfg.Daemon.Address)
 	}
-	return errors.Join(err, sn.Close())
+	return errors.Join(err, svc.shutdown(ctx, sig == syscall.SIGINT))
 }
 
 // stopGRPC lets running RPCs finish, up to stopTimeout.
@@ -95,21 +102,28 @@ func stopGRPC(srv *grpc.Server) {
 	}
 }
 
-// listen returns the socket containerd connects to. Under systemd socket
+// listen returns the socket containerd connects to, and whether the daemon
+// created it (and so removes it when it stops). Under systemd socket
 // activation (LISTEN_PID is us) it takes fd 3; otherwise it creates the
 // socket with mode 0660 in a directory only root can list. The socket is
 // bound under a temporary name and renamed once its mode is set, so that
 // it is never reachable with a laxer mode.
-func listen(address string) (net.Listener, error) {
+func listen(address string) (_ net.Listener, created bool, err error) {
 	if os.Getenv("LISTEN_PID") == strconv.Itoa(os.Getpid()) && os.Getenv("LISTEN_FDS") != "" {
 		f := os.NewFile(3, "systemd-socket")
 		defer f.Close()
 		lis, err := net.FileListener(f)
 		if err != nil {
-			return nil, fmt.Errorf("socket from systemd: %w", err)
+			return nil, false, fmt.Errorf("socket from systemd: %w", err)
 		}
-		return lis, nil
+		return lis, false, nil
 	}
+	lis, err := listenUnix(address)
+	return lis, err == nil, err
+}
+
+// listenUnix creates the unix socket at address, mode 0660.
+func listenUnix(address string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(address), 0o711); err != nil {
 		return nil, fmt.Errorf("create socket directory: %w", err)
 	}

@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"os"
 	"path/filepath"
 
+	"github.com/containerd/containerd/v2/plugins/snapshots/overlay/overlayutils"
+	"github.com/containerd/log"
 	"github.com/ociseek/ociseek/config"
 	"github.com/ociseek/ociseek/fs"
 	"github.com/ociseek/ociseek/fs/bgfetch"
@@ -30,19 +33,39 @@ import (
 // options, and each interface a package declares gets its implementation.
 // Keep every such decision here.
 
-// newSnapshotter builds the snapshotter under <root>/snapshotter.
-func newSnapshotter(ctx context.Context, cfg *config.Config, reg prometheus.Registerer) (*snapshot.Snapshotter, error) {
+// service is what serve runs and stops: the snapshotter and, with lazy
+// loading on, the lazy file system under it.
+type service struct {
+	sn *snapshot.Snapshotter
+	fs *fs.FS // nil with lazy loading off
+}
+
+// newService builds the snapshotter under <root>/snapshotter over the lazy
+// file system under <root>/fs. With lazy loading off the file system is
+// noIndexFS, so that a host without FUSE can still run the daemon.
+func newService(ctx context.Context, cfg *config.Config, reg prometheus.Registerer) (*service, error) {
 	client, err := newAuthClient(cfg)
 	if err != nil {
 		return nil, err
 	}
-	fsys, err := newFileSystem(ctx, cfg, client, reg)
+	snRoot := filepath.Join(cfg.Daemon.Root, "snapshotter")
+	userXattr, err := overlayNeedsUserXattr(ctx, snRoot)
 	if err != nil {
 		return nil, err
+	}
+	d := &service{}
+	fsys := snapshot.FileSystem(noIndexFS{})
+	if cfg.Snapshotter.Lazy {
+		if d.fs, err = newFileSystem(cfg, client, reg, userXattr); err != nil {
+			return nil, err
+		}
+		fsys = lazyFS{d.fs}
 	}
 	opts := []snapshot.Opt{
 		snapshot.WithRegisterer(reg),
 		snapshot.WithMountTimeout(cfg.FUSE.MountTimeout.Duration),
+		snapshot.WithMinLayerSize(cfg.Snapshotter.MinLayerSize),
+		snapshot.WithUserXattr(userXattr),
 	}
 	if !cfg.Snapshotter.Lazy {
 		opts = append(opts, snapshot.DisableLazy())
@@ -56,21 +79,56 @@ func newSnapshotter(ctx context.Context, cfg *config.Config, reg prometheus.Regi
 	if cfg.Snapshotter.AllowInvalidMountsOnRestart {
 		opts = append(opts, snapshot.AllowInvalidMountsOnRestart())
 	}
-	sn, err := snapshot.New(ctx, filepath.Join(cfg.Daemon.Root, "snapshotter"), fsys, opts...)
-	if err != nil {
+	if d.sn, err = snapshot.New(ctx, snRoot, fsys, opts...); err != nil {
+		if d.fs != nil {
+			d.fs.Close()
+		}
 		return nil, fmt.Errorf("start snapshotter: %w", err)
 	}
-	return sn, nil
+	return d, nil
 }
 
-// newFileSystem returns the FileSystem that mounts layers lazily: fs over
-// index/discover (zTOCs) and fs/remote (blobs), both through client. With
-// lazy loading off it is noIndexFS, so a host without FUSE can still run
-// the daemon.
-func newFileSystem(_ context.Context, cfg *config.Config, client *auth.Client, reg prometheus.Registerer) (snapshot.FileSystem, error) {
-	if !cfg.Snapshotter.Lazy {
-		return noIndexFS{}, nil
+// overlayNeedsUserXattr detects, once, whether overlay mounts under root
+// need "userxattr" (a user namespace). The answer goes to both the
+// snapshotter, which adds the option, and the lazy file system, whose
+// opaque directories must then answer "user.overlay.opaque": were the two
+// to disagree, deleted directories of lower layers would show through.
+func overlayNeedsUserXattr(ctx context.Context, root string) (bool, error) {
+	// Detection looks at the file system root is on (tmpfs never takes
+	// userxattr), so root must exist.
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return false, fmt.Errorf("create snapshotter root: %w", err)
 	}
+	need, err := overlayutils.NeedsUserXAttr(root)
+	if err != nil {
+		log.G(ctx).WithError(err).Warnf("cannot tell whether overlay needs userxattr; assuming %v", need)
+	}
+	return need, nil
+}
+
+// shutdown stops the daemon's components. With unmount (SIGINT), every
+// lazy layer is unmounted and the file system closed, which stops
+// background fetching and closes the span cache. Without (SIGTERM), mounts
+// stay for the next start to take over (snapshot's restore), so the file
+// system is not closed, because closing it unmounts; its background
+// fetcher ends with the process, which is safe: the span cache writes each
+// span to a temporary file and renames it into place, and removes
+// leftover temporary files when it opens.
+func (d *service) shutdown(ctx context.Context, unmount bool) error {
+	var errs []error
+	if unmount {
+		errs = append(errs, d.sn.UnmountAll(ctx))
+		if d.fs != nil {
+			errs = append(errs, d.fs.Close())
+		}
+	}
+	errs = append(errs, d.sn.Close())
+	return errors.Join(errs...)
+}
+
+// newFileSystem returns the file system that mounts layers lazily: fs
+// over index/discover (zTOCs) and fs/remote (blobs), both through client.
+func newFileSystem(cfg *config.Config, client *auth.Client, reg prometheus.Registerer, userXattr bool) (*fs.FS, error) {
 	// One plain-HTTP policy for every registry client of the daemon.
 	plainHTTP := newLayerUnpacker(cfg, client).isPlainHTTP
 	disc := discover.New(discover.Options{
@@ -94,25 +152,34 @@ func newFileSystem(_ context.Context, cfg *config.Config, client *auth.Client, r
 		MinBackoff:     cfg.Fetch.MinRetryWait.Duration,
 		MaxBackoff:     cfg.Fetch.MaxRetryWait.Duration,
 	}}
-	// fs/layer has one kernel cache timeout for entries, attributes and
-	// negative lookups; the longest configured one applies.
-	fuseCache := max(cfg.FUSE.AttrTimeout.Duration, cfg.FUSE.EntryTimeout.Duration, cfg.FUSE.NegativeTimeout.Duration)
+	fsys, err := fs.New(filepath.Join(cfg.Daemon.Root, "fs"), ztocSource{disc}, blobs, fsOptions(cfg, reg, userXattr)...)
+	if err != nil {
+		return nil, fmt.Errorf("start lazy file system: %w", err)
+	}
+	return fsys, nil
+}
+
+// fsOptions turns the configuration into the lazy file system's options.
+func fsOptions(cfg *config.Config, reg prometheus.Registerer, userXattr bool) []fs.Opt {
 	opts := []fs.Opt{
 		fs.WithRegisterer(reg),
 		fs.WithMountTimeout(cfg.FUSE.MountTimeout.Duration),
 		fs.WithMaxFetches(cfg.Fetch.MaxConcurrency),
-		fs.WithMountOptions(layer.MountOptions{CacheTimeout: fuseCache, Debug: cfg.FUSE.Debug}),
+		fs.WithMountOptions(layer.MountOptions{CacheTimeout: cfg.FUSE.CacheTimeout.Duration, Debug: cfg.FUSE.Debug}),
 		fs.WithCacheOptions(cache.WithMaxBytes(cacheBytes(cfg.Cache.MaxBytes))),
 		fs.WithCacheDir(cmp.Or(cfg.Cache.Dir, filepath.Join(cfg.Daemon.Root, "cache"))),
 	}
 	if cfg.BackgroundFetch.Enable {
-		opts = append(opts, fs.WithBackgroundFetch(bgfetch.Options{QuietPeriod: cfg.BackgroundFetch.SilencePeriod.Duration}))
+		opts = append(opts, fs.WithBackgroundFetch(bgfetch.Options{
+			QuietPeriod:    cfg.BackgroundFetch.SilencePeriod.Duration,
+			BytesPerSecond: float64(cfg.BackgroundFetch.MaxBytesPerSecond),
+			RetryDelay:     cfg.BackgroundFetch.RetryDelay.Duration,
+		}))
 	}
-	fsys, err := fs.New(filepath.Join(cfg.Daemon.Root, "fs"), ztocSource{disc}, blobs, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("start lazy file system: %w", err)
+	if userXattr {
+		opts = append(opts, fs.WithUserXattr())
 	}
-	return lazyFS{fsys}, nil
+	return opts
 }
 
 // lazyFS is fs.FS as the snapshotter's FileSystem. An unpack without image

@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	snapshots "github.com/containerd/containerd/v2/core/snapshots"
@@ -41,12 +45,14 @@ func TestLazyOutcome(t *testing.T) {
 	cfg.Daemon.Root = t.TempDir()
 	cfg.Registry.DockerConfig = filepath.Join(t.TempDir(), "config.json")
 	cfg.BackgroundFetch.Enable = false
-	sn, err := newSnapshotter(ctx, cfg, prometheus.NewRegistry())
+	cfg.Metrics = config.Metrics{Network: "unix", Address: filepath.Join(t.TempDir(), "metrics.sock")}
+	promReg := prometheus.NewRegistry()
+	svc, err := newService(ctx, cfg, promReg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sn.Close()
-	defer sn.UnmountAll(ctx)
+	defer svc.shutdown(ctx, true)
+	sn := svc.sn
 
 	labels := map[string]string{
 		snapshots.LabelSnapshotRef: "layer",
@@ -66,4 +72,53 @@ func TestLazyOutcome(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkFile(t, mounts, "etc/hello", "hello from the registry")
+
+	metrics := scrapeMetrics(t, cfg.Metrics, promReg)
+	for _, series := range []string{
+		`ociseek_snapshot_layer_decisions_total{outcome="lazy",reason="mounted"} 1`,
+		`ociseek_span_fetched_bytes_total{reason="demand"}`,
+		`ociseek_span_fetches_total{reason="demand"}`,
+		`ociseek_span_read_seconds_bucket{le=`,
+		`ociseek_span_read_seconds_count`,
+		`ociseek_fs_layers_mounted 1`,
+	} {
+		if !strings.Contains(metrics, series) {
+			t.Errorf("/metrics lacks %s", series)
+		}
+	}
+	// Labels come from fixed sets: no digest, mountpoint or image name may
+	// appear, or every pulled layer would add series for ever.
+	for _, leak := range []string{"sha256:", cfg.Daemon.Root, reg.Ref("app", "latest")} {
+		if strings.Contains(metrics, leak) {
+			t.Errorf("/metrics carries per-layer label values (%q)", leak)
+		}
+	}
+	if t.Failed() {
+		t.Logf("/metrics:\n%s", metrics)
+	}
+}
+
+// scrapeMetrics serves reg the way the daemon does (serveMetrics) and
+// returns what GET /metrics answers, minus the Go runtime's own series.
+func scrapeMetrics(t *testing.T, cfg config.Metrics, reg *prometheus.Registry) string {
+	t.Helper()
+	errc := make(chan error, 1)
+	srv, err := serveMetrics(cfg, reg, errc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	hc := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", cfg.Address)
+	}}}
+	resp, err := hc.Get("http://ociseek/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s, %v", resp.Status, err)
+	}
+	return string(body)
 }
