@@ -1,7 +1,6 @@
 package layer
 
 import (
-	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -112,43 +111,15 @@ func uncompressed(t testing.TB, blob []byte) []byte {
 	return out
 }
 
-// countingReader tells tocFromTar where each entry's data starts.
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
-// tocFromTar lists a tar's entries as the zTOC builder does (§3.8 of the
-// format notes): one per header, data offset in the tar.
+// tocFromTar lists a tar's entries as the zTOC builder does: it is the
+// builder, run over the uncompressed tar.
 func tocFromTar(t testing.TB, tarBytes []byte) []ztoc.FileMetadata {
 	t.Helper()
-	cr := &countingReader{r: bytes.NewReader(tarBytes)}
-	tr := tar.NewReader(cr)
-	var toc []ztoc.FileMetadata
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return toc
-		}
-		if err != nil {
-			t.Fatalf("tar: %v", err)
-		}
-		types := map[byte]string{tar.TypeReg: ztoc.TypeReg, tar.TypeDir: ztoc.TypeDir,
-			tar.TypeSymlink: ztoc.TypeSymlink, tar.TypeLink: ztoc.TypeHardlink, tar.TypeChar: ztoc.TypeChar,
-			tar.TypeBlock: ztoc.TypeBlock, tar.TypeFifo: ztoc.TypeFifo}
-		toc = append(toc, ztoc.FileMetadata{
-			Name: h.Name, Type: types[h.Typeflag], UncompressedOffset: cr.n, UncompressedSize: h.Size,
-			Linkname: h.Linkname, Mode: h.Mode, UID: uint32(h.Uid), GID: uint32(h.Gid),
-			Uname: h.Uname, Gname: h.Gname, ModTime: h.ModTime, Devmajor: h.Devmajor,
-			Devminor: h.Devminor, PAXRecords: h.PAXRecords,
-		})
+	z, err := ztoc.Build(context.Background(), bytes.NewReader(tarBytes), ztoc.BuildOptions{})
+	if err != nil {
+		t.Fatalf("build zTOC: %v", err)
 	}
+	return z.TOC
 }
 
 // tarEntry describes one entry for makeTar.
@@ -163,32 +134,12 @@ type tarEntry struct {
 // makeTar writes a tar with PAX headers (nanosecond times, xattrs).
 func makeTar(t testing.TB, es []tarEntry) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	mt := time.Date(2024, 3, 4, 5, 6, 7, 123456789, time.UTC)
-	for _, e := range es {
-		h := &tar.Header{Name: e.name, Linkname: e.link, Typeflag: e.typ, Mode: e.mode,
-			ModTime: mt, Format: tar.FormatPAX, Size: int64(len(e.body))}
-		if e.typ != tar.TypeReg {
-			h.Size = 0
-		}
-		for k, v := range e.xattrs {
-			if h.PAXRecords == nil {
-				h.PAXRecords = map[string]string{}
-			}
-			h.PAXRecords[ztoc.PAXXattrPrefix+k] = v
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatalf("tar header %s: %v", e.name, err)
-		}
-		if _, err := tw.Write([]byte(e.body)[:h.Size]); err != nil {
-			t.Fatalf("tar body %s: %v", e.name, err)
-		}
+	files := make([]ztoctest.File, len(es))
+	for i, e := range es {
+		files[i] = ztoctest.File{Name: e.name, Linkname: e.link, Type: e.typ, Mode: e.mode,
+			Body: []byte(e.body), Xattrs: e.xattrs}
 	}
-	if err := tw.Close(); err != nil {
-		t.Fatalf("tar close: %v", err)
-	}
-	return buf.Bytes()
+	return ztoctest.Layer(t, files, ztoctest.LayerOptions{})
 }
 
 // fileInfo is what a user sees of one name: everything the comparison with
