@@ -61,8 +61,9 @@ type daemon struct {
 }
 
 // startDaemon starts the daemon under dir as systemd starts a Type=notify
-// service, and returns once it has reported READY=1.
-func startDaemon(t *testing.T, dir string) *daemon {
+// service, and returns once it has reported READY=1. Each opt may change
+// the command before it starts.
+func startDaemon(t *testing.T, dir string, opts ...func(*exec.Cmd)) *daemon {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the daemon mounts overlay")
@@ -83,6 +84,9 @@ func startDaemon(t *testing.T, dir string) *daemon {
 	d.cmd = exec.Command(daemonBin, "--config", cfgPath, "--address", d.socket, "--log-level", "debug")
 	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	for _, opt := range opts {
+		opt(d.cmd)
+	}
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
