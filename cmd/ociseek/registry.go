@@ -4,15 +4,15 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 
+	orasremote "oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
 	"oras.land/oras-go/v2/registry/remote/retry"
 
-	orasremote "oras.land/oras-go/v2/registry/remote"
+	"github.com/ociseek/ociseek/index/discover"
 )
 
 // registryFlags are the registry options shared by every verb that talks to
@@ -37,26 +37,14 @@ func addRegistryFlags(fs *flag.FlagSet) *registryFlags {
 }
 
 // plainHTTPFor says whether to use HTTP for host: as given by --plain-http
-// when it was set, else for loopback hosts only.
+// when it was set, else discover's default (loopback hosts only).
 func (r *registryFlags) plainHTTPFor(host string) bool {
 	set := false
 	r.fs.Visit(func(f *flag.Flag) { set = set || f.Name == "plain-http" })
 	if set {
 		return r.plainHTTP
 	}
-	return isLoopback(host)
-}
-
-func isLoopback(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return discover.DefaultPlainHTTP(host)
 }
 
 // authClient returns the HTTP client with credentials: --user for every

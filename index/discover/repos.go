@@ -31,26 +31,30 @@ const zeroDigest = "sha256:00000000000000000000000000000000000000000000000000000
 type RepositoryFactory func(name string) (*orasremote.Repository, error)
 
 // DefaultRepository is the RepositoryFactory used when none is given:
-// anonymous access, plain HTTP for loopback hosts (as the reference does for
-// localhost) and HTTPS elsewhere.
+// anonymous access, plain HTTP as DefaultPlainHTTP says.
 func DefaultRepository(name string) (*orasremote.Repository, error) {
 	repo, err := orasremote.NewRepository(name)
 	if err != nil {
 		return nil, err
 	}
-	repo.PlainHTTP = isLoopback(repo.Reference.Registry)
+	repo.PlainHTTP = DefaultPlainHTTP(repo.Reference.Registry)
 	return repo, nil
 }
 
-func isLoopback(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
+// DefaultPlainHTTP reports whether a registry host ("host[:port]") is
+// reached over plain HTTP when nothing says otherwise: loopback hosts
+// (localhost, 127.0.0.0/8, ::1) are, as the reference tooling does for
+// localhost, and every other host gets HTTPS. Commands that take a
+// --plain-http flag fall back to it.
+func DefaultPlainHTTP(host string) bool {
+	name := host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		name = h
 	}
-	if host == "localhost" {
+	if strings.EqualFold(name, "localhost") {
 		return true
 	}
-	ip := net.ParseIP(host)
+	ip := net.ParseIP(strings.Trim(name, "[]"))
 	return ip != nil && ip.IsLoopback()
 }
 
