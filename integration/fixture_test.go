@@ -71,23 +71,37 @@ func TestAWSLayoutMountsLazily(t *testing.T) {
 // layerDirs returns the directory serving each layer (bottom first): the
 // lowerdirs of an overlay view of the top layer, which list the layers top
 // first.
+//
+// The view's mounts are read from the same `ctr snapshots view` call that
+// creates it. A view made by ctr has no lease and no gc.root label, so
+// containerd's garbage collector (triggered, for one, by the lease ociseek
+// pull deletes when it finishes) may remove it at any moment; asking for
+// its mounts in a second ctr call then fails with "snapshot does not
+// exist" now and then. The lowerdirs themselves are committed snapshots
+// the image keeps alive.
 func layerDirs(t *testing.T, env *harness.Env, chain []digest.Digest) []string {
 	t.Helper()
 	ctx := testContext(t)
 	top := chain[len(chain)-1].String()
-	if _, err := env.Containerd.Ctr(ctx, "snapshots", "--snapshotter", "soci", "view", "fixture-view", top); err != nil {
-		t.Fatal(err)
-	}
-	out, err := env.Containerd.Ctr(ctx, "snapshots", "--snapshotter", "soci", "mounts", "/mnt", "fixture-view")
+	out, err := env.Containerd.Ctr(ctx, "snapshots", "--snapshotter", "soci", "view", "--mounts", "fixture-view", top)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, opts, ok := strings.Cut(out, "lowerdir=")
-	if !ok {
-		t.Fatalf("no lowerdir in the view's mounts: %s", out)
+	var mounts []struct {
+		Type    string
+		Options []string
 	}
-	opts, _, _ = strings.Cut(strings.Fields(opts)[0], ",")
-	lower := strings.Split(opts, ":")
+	if err := json.Unmarshal([]byte(out), &mounts); err != nil {
+		t.Fatalf("view mounts: %v: %s", err, out)
+	}
+	var lower []string
+	for _, m := range mounts {
+		for _, o := range m.Options {
+			if v, ok := strings.CutPrefix(o, "lowerdir="); ok {
+				lower = strings.Split(v, ":")
+			}
+		}
+	}
 	if len(lower) != len(chain) {
 		t.Fatalf("view has %d lowerdirs, want %d: %s", len(lower), len(chain), out)
 	}
