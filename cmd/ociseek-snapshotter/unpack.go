@@ -29,7 +29,8 @@ const (
 // layer blob from its registry and unpacks it in the snapshot directory,
 // verifying the compressed digest and the diffID (the uncompressed digest
 // from the image config, which containerd's unpacker passes as
-// snapshots.LabelSnapshotDiffID).
+// snapshots.LabelSnapshotDiffID since 2.0, and which is read from the image
+// config otherwise: see diffIDFromConfig).
 type layerUnpacker struct {
 	client    *auth.Client
 	plainHTTP map[string]bool
@@ -37,7 +38,7 @@ type layerUnpacker struct {
 
 // Unpack implements snapshot.LayerUnpacker.
 func (u *layerUnpacker) Unpack(ctx context.Context, dir string, labels map[string]string) error {
-	ref, layer, diffID, err := layerOf(labels)
+	ref, layer, diffID, manifest, err := layerOf(labels)
 	if err != nil {
 		return err
 	}
@@ -47,6 +48,12 @@ func (u *layerUnpacker) Unpack(ctx context.Context, dir string, labels map[strin
 	}
 	repo.Client = u.client
 	repo.PlainHTTP = u.isPlainHTTP(ref.Registry)
+	if diffID == "" {
+		if diffID, err = diffIDFromConfig(ctx, repo, manifest, layer); err != nil {
+			return fmt.Errorf("unpack layer %s: no %s label, and the image config gives no diffID: %w",
+				layer, snapshots.LabelSnapshotDiffID, err)
+		}
+	}
 	desc, err := repo.Blobs().Resolve(ctx, layer.String())
 	if err != nil {
 		return fmt.Errorf("resolve layer %s in %s: %w", layer, ref.Repository, err)
@@ -90,25 +97,30 @@ func applyLayer(ctx context.Context, dir string, r io.Reader, diffID digest.Dige
 	return nil
 }
 
-// layerOf reads and checks the labels that name the layer.
-func layerOf(labels map[string]string) (registry.Reference, digest.Digest, digest.Digest, error) {
+// layerOf reads and checks the labels that name the layer. The diffID is
+// "" when containerd did not send it (clients before 2.0) but named the
+// manifest, whose config gives it.
+func layerOf(labels map[string]string) (ref registry.Reference, layer, diffID, manifest digest.Digest, err error) {
 	var errs []error
-	ref, err := registry.ParseReference(labels[labelImageRef])
+	ref, err = registry.ParseReference(labels[labelImageRef])
 	if err != nil {
 		errs = append(errs, fmt.Errorf("label %s: %w", labelImageRef, err))
 	}
-	layer, err := digest.Parse(labels[labelLayerDigest])
+	layer, err = digest.Parse(labels[labelLayerDigest])
 	if err != nil {
 		errs = append(errs, fmt.Errorf("label %s: %w", labelLayerDigest, err))
 	}
-	diffID, err := digest.Parse(labels[snapshots.LabelSnapshotDiffID])
-	if err != nil {
-		errs = append(errs, fmt.Errorf("label %s: %w", snapshots.LabelSnapshotDiffID, err))
+	if v, ok := labels[snapshots.LabelSnapshotDiffID]; ok || labels[labelManifestDigest] == "" {
+		if diffID, err = digest.Parse(v); err != nil {
+			errs = append(errs, fmt.Errorf("label %s: %w", snapshots.LabelSnapshotDiffID, err))
+		}
+	} else if manifest, err = digest.Parse(labels[labelManifestDigest]); err != nil {
+		errs = append(errs, fmt.Errorf("label %s (read for want of %s): %w", labelManifestDigest, snapshots.LabelSnapshotDiffID, err))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return registry.Reference{}, "", "", fmt.Errorf("layer to unpack: %w", err)
+		return registry.Reference{}, "", "", "", fmt.Errorf("layer to unpack: %w", err)
 	}
-	return ref, layer, diffID, nil
+	return ref, layer, diffID, manifest, nil
 }
 
 // isPlainHTTP says whether host (host[:port]) is reached over HTTP:

@@ -44,15 +44,21 @@ type service struct {
 // file system under <root>/fs. With lazy loading off the file system is
 // noIndexFS, so that a host without FUSE can still run the daemon.
 func newService(ctx context.Context, cfg *config.Config, reg prometheus.Registerer) (*service, error) {
+	userXattr, err := overlayNeedsUserXattr(ctx, filepath.Join(cfg.Daemon.Root, "snapshotter"))
+	if err != nil {
+		return nil, err
+	}
+	return newServiceXattr(ctx, cfg, reg, userXattr)
+}
+
+// newServiceXattr is newService once it is known whether overlay needs
+// "userxattr".
+func newServiceXattr(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, userXattr bool) (*service, error) {
 	client, err := newAuthClient(cfg)
 	if err != nil {
 		return nil, err
 	}
 	snRoot := filepath.Join(cfg.Daemon.Root, "snapshotter")
-	userXattr, err := overlayNeedsUserXattr(ctx, snRoot)
-	if err != nil {
-		return nil, err
-	}
 	d := &service{}
 	fsys := snapshot.FileSystem(noIndexFS{})
 	if cfg.Snapshotter.Lazy {
