@@ -144,6 +144,13 @@ func FixturesDir(t testing.TB) string {
 	return dir
 }
 
+// LayoutDir returns the OCI image layout the AWS tooling wrote with a SOCI
+// v2 index (soci-v2-layout/ under FixturesDir).
+func LayoutDir(t testing.TB) string {
+	t.Helper()
+	return filepath.Join(FixturesDir(t), "soci-v2-layout")
+}
+
 // Fixtures returns every zTOC fixture (sorted by name) with its parsed
 // expectation file. It fails the test when none are found or one is
 // malformed.

@@ -3,6 +3,8 @@ package ztoctest
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -28,6 +30,9 @@ func TestFixtures(t *testing.T) {
 		if f.Gzip() != (len(f.Expect.Checkpoints) > 0) {
 			t.Errorf("%s: gzip=%v but %d checkpoints", f.Name, f.Gzip(), len(f.Expect.Checkpoints))
 		}
+	}
+	if _, err := os.Stat(filepath.Join(LayoutDir(t), "index.json")); err != nil {
+		t.Errorf("v2 layout: %v", err)
 	}
 	if got := Lookup(t, "plain.tar"); got.Expect.CompressionAlgorithm != "uncompressed" {
 		t.Errorf("plain.tar: compression %q", got.Expect.CompressionAlgorithm)
