@@ -8,6 +8,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 )
 
@@ -22,6 +23,35 @@ type CountingProxy struct {
 	blobBytes    atomic.Int64
 	blobRequests atomic.Int64
 	server       *http.Server
+
+	mu   sync.Mutex
+	gets []*BlobGet
+}
+
+// BlobGet is one blob GET the proxy answered: which blob, which part, who
+// asked, and how many bytes went through. Tests use it to tell the
+// daemon's range reads from a client downloading whole layers.
+type BlobGet struct {
+	// Digest is the blob's digest, from the URL path.
+	Digest string
+	// Range is the request's Range header ("" for the whole blob).
+	Range string
+	// UserAgent is the client's User-Agent header.
+	UserAgent string
+
+	n atomic.Int64
+}
+
+// Bytes returns the bytes served for this GET so far.
+func (g *BlobGet) Bytes() int64 { return g.n.Load() }
+
+// String describes the GET for messages.
+func (g *BlobGet) String() string {
+	r := g.Range
+	if r == "" {
+		r = "whole blob"
+	}
+	return fmt.Sprintf("%s (%s) %d bytes by %q", g.Digest, r, g.Bytes(), g.UserAgent)
 }
 
 // StartCountingProxy starts a proxy for the registry at target (host:port)
@@ -42,7 +72,15 @@ func StartCountingProxy(t T, target string) *CountingProxy {
 		}
 		if resp.Request.Method == http.MethodGet && strings.Contains(resp.Request.URL.Path, "/blobs/sha256:") {
 			p.blobRequests.Add(1)
-			resp.Body = &countingBody{ReadCloser: resp.Body, n: &p.blobBytes}
+			g := &BlobGet{
+				Digest:    resp.Request.URL.Path[strings.LastIndex(resp.Request.URL.Path, "/")+1:],
+				Range:     resp.Request.Header.Get("Range"),
+				UserAgent: resp.Request.Header.Get("User-Agent"),
+			}
+			p.mu.Lock()
+			p.gets = append(p.gets, g)
+			p.mu.Unlock()
+			resp.Body = &countingBody{ReadCloser: resp.Body, total: &p.blobBytes, get: &g.n}
 		}
 		return nil
 	}
@@ -58,8 +96,18 @@ func (p *CountingProxy) BlobBytes() int64 { return p.blobBytes.Load() }
 // BlobRequests returns the number of blob GETs answered so far.
 func (p *CountingProxy) BlobRequests() int64 { return p.blobRequests.Load() }
 
-// Reset sets the counters to zero.
+// Gets returns the blob GETs answered since the last Reset, oldest first.
+func (p *CountingProxy) Gets() []*BlobGet {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]*BlobGet(nil), p.gets...)
+}
+
+// Reset sets the counters to zero and forgets the GETs.
 func (p *CountingProxy) Reset() {
+	p.mu.Lock()
+	p.gets = nil
+	p.mu.Unlock()
 	p.blobBytes.Store(0)
 	p.blobRequests.Store(0)
 }
@@ -69,14 +117,16 @@ func (p *CountingProxy) String() string {
 	return fmt.Sprintf("%d blob bytes in %d requests", p.BlobBytes(), p.BlobRequests())
 }
 
-// countingBody adds the bytes read through it to n.
+// countingBody adds the bytes read through it to the proxy's total and to
+// its GET's count.
 type countingBody struct {
 	io.ReadCloser
-	n *atomic.Int64
+	total, get *atomic.Int64
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	b.n.Add(int64(n))
+	b.total.Add(int64(n))
+	b.get.Add(int64(n))
 	return n, err
 }
