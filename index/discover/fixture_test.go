@@ -3,6 +3,7 @@ package discover
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,10 +14,10 @@ import (
 	"github.com/ociseek/ociseek/index"
 	"github.com/ociseek/ociseek/internal/regtest"
 	"github.com/ociseek/ociseek/ztoc"
+	"github.com/ociseek/ociseek/ztoc/ztoctest"
 )
 
 const (
-	fixtureLayout = "../../../shared/fixtures/soci-v2-layout"
 	// fixtureManifest is the SOCI-enabled (annotated) image manifest.
 	fixtureManifest = digest.Digest("sha256:e2457d6a6b08ec2b6fb53feb665a004d6f99b9ac53bb79781845f71d3fb96276")
 	// fixtureIndex is the v2 index the AWS tool wrote.
@@ -25,7 +26,7 @@ const (
 
 func fixtureBlob(t testing.TB, d digest.Digest) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(fixtureLayout, "blobs", d.Algorithm().String(), d.Encoded()))
+	b, err := os.ReadFile(filepath.Join(ztoctest.LayoutDir(t), "blobs", d.Algorithm().String(), d.Encoded()))
 	if err != nil {
 		t.Fatalf("read fixture blob: %v", err)
 	}
@@ -38,7 +39,7 @@ func TestFixtureLayout(t *testing.T) {
 	for _, kind := range regtest.Kinds() {
 		t.Run(string(kind), func(t *testing.T) {
 			r := regtest.Start(t, kind)
-			r.PushLayout(t, fixtureLayout, "fixture", "soci")
+			r.PushLayout(t, ztoctest.LayoutDir(t), "fixture", "soci")
 			d, _ := newDiscoverer(Options{})
 			ref := r.Ref("fixture", "soci")
 			res, err := d.Find(ctxT(t), ref, fixtureManifest, "")
@@ -69,7 +70,7 @@ func TestFixtureLayout(t *testing.T) {
 // layers, put in a v2 index, give the AWS tool's index byte for byte.
 func TestBuiltIndexMatchesFixture(t *testing.T) {
 	var m ocispec.Manifest
-	if err := jsonUnmarshal(fixtureBlob(t, fixtureManifest), &m); err != nil {
+	if err := json.Unmarshal(fixtureBlob(t, fixtureManifest), &m); err != nil {
 		t.Fatal(err)
 	}
 	var ztocs []ocispec.Descriptor

@@ -3,7 +3,6 @@ package discover
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"testing"
 	"time"
 
@@ -116,13 +115,3 @@ func wantMethod(k regtest.Kind) Method {
 	}
 	return MethodFallbackTag
 }
-
-func must[T any](t testing.TB, v T, err error) T {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

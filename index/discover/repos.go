@@ -12,7 +12,6 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/errdef"
-	"oras.land/oras-go/v2/registry"
 	orasremote "oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/errcode"
@@ -211,13 +210,4 @@ func isNotFound(err error) bool {
 	}
 	var er *errcode.ErrorResponse
 	return errors.As(err, &er) && er.StatusCode == http.StatusNotFound
-}
-
-// hostOf returns the host:port of a "host/repo" name.
-func hostOf(name string) string {
-	ref, err := registry.ParseReference(name)
-	if err != nil {
-		return ""
-	}
-	return ref.Host()
 }
