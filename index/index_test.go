@@ -10,16 +10,16 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-)
 
-const fixtureLayout = "../../shared/fixtures/soci-v2-layout"
+	"github.com/ociseek/ociseek/ztoc/ztoctest"
+)
 
 // fixtureIndexDigest is the v2 index the AWS tool wrote into the layout.
 const fixtureIndexDigest = "sha256:b732223e4f83885f5e39ae2a5b795bf353a9abd457c7e33df724734b4256365f"
 
 func fixtureBlob(t testing.TB, d string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(fixtureLayout, "blobs", "sha256", strings.TrimPrefix(d, "sha256:")))
+	b, err := os.ReadFile(filepath.Join(ztoctest.LayoutDir(t), "blobs", "sha256", strings.TrimPrefix(d, "sha256:")))
 	if err != nil {
 		t.Fatalf("read fixture: %v", err)
 	}

@@ -112,7 +112,7 @@ func TestIndexVerbs(t *testing.T) {
 // original image, tagged v1.
 func fixtureSourceLayout(t *testing.T) string {
 	t.Helper()
-	fixture := filepath.Join(ztoctest.FixturesDir(t), "soci-v2-layout")
+	fixture := ztoctest.LayoutDir(t)
 	src := t.TempDir()
 	blobs := filepath.Join(src, "blobs", "sha256")
 	os.MkdirAll(blobs, 0o755)

@@ -29,11 +29,6 @@ const (
 	refNameAnnotationKey = ocispec.AnnotationRefName
 )
 
-// fixtureLayout returns the fixture's soci-v2-layout directory.
-func fixtureLayout(t testing.TB) string {
-	return filepath.Join(ztoctest.FixturesDir(t), "soci-v2-layout")
-}
-
 // sourceLayout writes an OCI layout holding the fixture's original image
 // (manifest, config, three layers) tagged "src", as `soci convert` saw it.
 func sourceLayout(t testing.TB) string {
@@ -68,7 +63,7 @@ func sourceLayout(t testing.TB) string {
 
 func readFixtureBlob(t testing.TB, d digest.Digest) []byte {
 	t.Helper()
-	buf, err := os.ReadFile(filepath.Join(fixtureLayout(t), "blobs", "sha256", d.Encoded()))
+	buf, err := os.ReadFile(filepath.Join(ztoctest.LayoutDir(t), "blobs", "sha256", d.Encoded()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,12 +126,12 @@ func TestConvertLayoutMatchesReference(t *testing.T) {
 	if len(r.Ztocs) != 3 || len(r.Skipped) != 0 {
 		t.Errorf("got %d zTOCs and %d skipped layers, want 3 and 0", len(r.Ztocs), len(r.Skipped))
 	}
-	want, _ := os.ReadFile(filepath.Join(fixtureLayout(t), "index.json"))
+	want, _ := os.ReadFile(filepath.Join(ztoctest.LayoutDir(t), "index.json"))
 	got, _ := os.ReadFile(filepath.Join(dstDir, "index.json"))
 	if !bytes.Equal(got, want) {
 		t.Errorf("index.json:\n got %s\nwant %s", got, want)
 	}
-	gotBlobs, wantBlobs := listBlobs(t, dstDir), listBlobs(t, fixtureLayout(t))
+	gotBlobs, wantBlobs := listBlobs(t, dstDir), listBlobs(t, ztoctest.LayoutDir(t))
 	// The reference layout also holds the original manifest (it was in
 	// containerd's store); ours holds only what the new index references.
 	wantBlobs = remove(wantBlobs, digest.Digest(fixtureManifest).Encoded())

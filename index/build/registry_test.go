@@ -19,6 +19,7 @@ import (
 
 	"github.com/ociseek/ociseek/index/build"
 	"github.com/ociseek/ociseek/internal/regtest"
+	"github.com/ociseek/ociseek/ztoc/ztoctest"
 )
 
 // TestConvertRegistryMatchesReference pushes the fixture's original image
@@ -50,7 +51,7 @@ func TestConvertRegistryMatchesReference(t *testing.T) {
 			t.Fatalf("convert registry → layout: %v", err)
 		}
 		checkFixtureDigests(t, res)
-		want, _ := os.ReadFile(filepath.Join(fixtureLayout(t), "index.json"))
+		want, _ := os.ReadFile(filepath.Join(ztoctest.LayoutDir(t), "index.json"))
 		if gotJSON, _ := os.ReadFile(filepath.Join(outDir, "index.json")); !bytes.Equal(gotJSON, want) {
 			t.Errorf("index.json %s, want %s", gotJSON, want)
 		}

@@ -5,52 +5,27 @@ import (
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"io"
-	"os"
-	"path/filepath"
 	"testing"
 	"testing/iotest"
-)
 
-// fixtureDir holds layers and zTOC facts made by the AWS SOCI tooling.
-const fixtureDir = "/work/shared/fixtures/ztoc"
+	"github.com/ociseek/ociseek/ztoc/ztoctest"
+)
 
 var gzipFixtures = []string{"mixed.tar.gz", "gzip-cli-fname.tar.gz", "multi-member.tar.gz", "stored-blocks.tar.gz"}
 
-type expectedCheckpoint struct {
-	In           int64  `json:"in"`
-	Out          int64  `json:"out"`
-	Bits         uint8  `json:"bits"`
-	WindowSHA256 string `json:"window_sha256"`
-}
-
-type fixtureExpect struct {
-	SpanSize    int64                `json:"span_size"`
-	Checkpoints []expectedCheckpoint `json:"checkpoints"`
-}
-
 // checkpoint is a placed checkpoint with its window.
 type checkpoint struct {
-	expectedCheckpoint
+	ztoctest.ExpectCheckpoint
 	window []byte
 }
 
-func loadFixture(t *testing.T, name string) ([]byte, fixtureExpect) {
+// loadFixture returns the layer blob of the AWS-made fixture name and what
+// its zTOC says.
+func loadFixture(t *testing.T, name string) ([]byte, ztoctest.Expect) {
 	t.Helper()
-	blob, err := os.ReadFile(filepath.Join(fixtureDir, name))
-	if err != nil {
-		t.Skipf("fixture not available: %v", err)
-	}
-	js, err := os.ReadFile(filepath.Join(fixtureDir, name+".expect.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var exp fixtureExpect
-	if err := json.Unmarshal(js, &exp); err != nil {
-		t.Fatal(err)
-	}
-	return blob, exp
+	f := ztoctest.Lookup(t, name)
+	return f.Layer(t), f.Expect
 }
 
 // placeCheckpoints inflates blob with the reference tooling's placement rule
@@ -67,7 +42,7 @@ func placeCheckpoints(t *testing.T, r io.Reader, span int64) ([]checkpoint, []by
 		}
 		w := z.Window(nil)
 		sum := sha256.Sum256(w)
-		cps = append(cps, checkpoint{expectedCheckpoint{b.In, b.Out, b.Bits, hex.EncodeToString(sum[:])}, w})
+		cps = append(cps, checkpoint{ztoctest.ExpectCheckpoint{In: b.In, Out: b.Out, Bits: b.Bits, WindowSHA256: hex.EncodeToString(sum[:])}, w})
 		last = b.Out
 	})
 	out, err := io.ReadAll(z)
@@ -93,8 +68,8 @@ func TestFixtureCheckpoints(t *testing.T) {
 				t.Errorf("got %d checkpoints, want %d", len(cps), len(exp.Checkpoints))
 			}
 			for i := range min(len(cps), len(exp.Checkpoints)) {
-				if cps[i].expectedCheckpoint != exp.Checkpoints[i] {
-					t.Errorf("checkpoint %d = %+v, want %+v", i, cps[i].expectedCheckpoint, exp.Checkpoints[i])
+				if cps[i].ExpectCheckpoint != exp.Checkpoints[i] {
+					t.Errorf("checkpoint %d = %+v, want %+v", i, cps[i].ExpectCheckpoint, exp.Checkpoints[i])
 				}
 			}
 		})
@@ -147,8 +122,8 @@ func TestFixtureByteReads(t *testing.T) {
 		t.Fatalf("got %d checkpoints, want %d", len(cps), len(exp.Checkpoints))
 	}
 	for i := range cps {
-		if cps[i].expectedCheckpoint != exp.Checkpoints[i] {
-			t.Errorf("checkpoint %d = %+v, want %+v", i, cps[i].expectedCheckpoint, exp.Checkpoints[i])
+		if cps[i].ExpectCheckpoint != exp.Checkpoints[i] {
+			t.Errorf("checkpoint %d = %+v, want %+v", i, cps[i].ExpectCheckpoint, exp.Checkpoints[i])
 		}
 	}
 }
