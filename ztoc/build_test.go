@@ -30,10 +30,7 @@ type testFile struct {
 func makeTar(t testing.TB, seed uint64, n, maxSize int) ([]byte, []testFile) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, seed))
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	mt := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
-	must(t, tw.WriteHeader(&tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mt}))
+	entries := []ztoctest.File{{Name: "d/", Type: tar.TypeDir, Mode: 0o755}}
 	var files []testFile
 	for i := range n {
 		data := make([]byte, rng.IntN(maxSize+1))
@@ -47,15 +44,13 @@ func makeTar(t testing.TB, seed uint64, n, maxSize int) ([]byte, []testFile) {
 			}
 		}
 		f := testFile{name: fmt.Sprintf("d/f%03d", i), data: data}
-		must(t, tw.WriteHeader(&tar.Header{Name: f.name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(data)), ModTime: mt}))
-		_, err := tw.Write(data)
-		must(t, err)
+		entries = append(entries, ztoctest.File{Name: f.name, Mode: 0o644, Body: data})
 		files = append(files, f)
 	}
-	must(t, tw.WriteHeader(&tar.Header{Name: "d/sym", Typeflag: tar.TypeSymlink, Linkname: "f000", ModTime: mt}))
-	must(t, tw.WriteHeader(&tar.Header{Name: "d/hard", Typeflag: tar.TypeLink, Linkname: "d/f000", ModTime: mt}))
-	must(t, tw.Close())
-	return buf.Bytes(), files
+	entries = append(entries,
+		ztoctest.File{Name: "d/sym", Type: tar.TypeSymlink, Linkname: "f000"},
+		ztoctest.File{Name: "d/hard", Type: tar.TypeLink, Linkname: "d/f000"})
+	return ztoctest.Layer(t, entries, ztoctest.LayerOptions{ModTime: time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)}), files
 }
 
 func must(t testing.TB, err error) {
