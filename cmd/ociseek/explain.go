@@ -75,22 +75,45 @@ func explainImage(ctx context.Context, client *containerd.Client, img containerd
 	}
 	chainIDs := identity.ChainIDs(diffIDs)
 	sn := client.SnapshotService(snapshotter)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "LAYER\tDIGEST\tSIZE\tPATH\tREASON\tWHY")
+	rows := make([]explainRow, len(manifest.Layers))
 	for i, layer := range manifest.Layers {
-		path, reason := "not-unpacked", ""
+		rows[i] = explainRow{Digest: layer.Digest.String(), Size: layer.Size, Path: "not-unpacked"}
 		info, err := sn.Stat(ctx, chainIDs[i].String())
 		switch {
 		case errdefs.IsNotFound(err):
 		case err != nil:
 			return fmt.Errorf("snapshot of layer %d (%s): %w", i+1, layer.Digest, err)
 		default:
-			path, reason = info.Labels[snapshot.LabelDecision], info.Labels[snapshot.LabelDecisionReason]
-			if path == "" {
-				path = "unknown"
+			rows[i].Path, rows[i].Reason = info.Labels[snapshot.LabelDecision], info.Labels[snapshot.LabelDecisionReason]
+			if rows[i].Path == "" {
+				rows[i].Path = "unknown"
 			}
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", i+1, layer.Digest, humanSize(layer.Size), path, orDash(reason), why(path, reason))
+	}
+	return writeExplainTable(w, rows)
+}
+
+// explainRow is one layer's line of the explain table.
+type explainRow struct {
+	// Digest is the layer blob's digest.
+	Digest string
+	// Size is the compressed size in bytes.
+	Size int64
+	// Path is the snapshotter's decision label, or "not-unpacked" (no
+	// snapshot) or "unknown" (a snapshot without the label).
+	Path string
+	// Reason is the decision reason label, "" when absent.
+	Reason string
+}
+
+// writeExplainTable prints rows (bottom layer first) as an aligned table
+// whose columns never contain spaces except the last, so scripts can split
+// them: LAYER DIGEST SIZE (two fields: number and unit) PATH REASON WHY.
+func writeExplainTable(w io.Writer, rows []explainRow) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "LAYER\tDIGEST\tSIZE\tPATH\tREASON\tWHY")
+	for i, r := range rows {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", i+1, r.Digest, humanSize(r.Size), r.Path, orDash(r.Reason), why(r.Path, r.Reason))
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write explanation: %w", err)
@@ -112,6 +135,11 @@ func why(path, reason string) string {
 			return "the index has no zTOC for this layer (too small?): unpacked by the daemon"
 		}
 		return "the index has no zTOC for this layer (too small?)"
+	case snapshot.ReasonBelowMinSize:
+		if path == string(snapshot.OutcomeLocalUnpack) {
+			return "smaller than the daemon's minimum layer size for lazy loading: unpacked by the daemon"
+		}
+		return "smaller than the daemon's minimum layer size for lazy loading"
 	case snapshot.ReasonMountFailed:
 		return "the lazy mount failed (see the daemon log)"
 	case snapshot.ReasonNoUnpacker:

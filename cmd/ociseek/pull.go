@@ -121,7 +121,8 @@ func labelHandlerWrapper(ref, indexDigest string) func(images.Handler) images.Ha
 					continue
 				}
 				c.Annotations[labelLayerSize] = strconv.FormatInt(c.Size, 10)
-				c.Annotations[labelImageLayersSize] = layerSizes(children[i:])
+				digests := strings.Count(c.Annotations[snapshotters.TargetImageLayersLabel], ",") + 1
+				c.Annotations[labelImageLayersSize] = layerSizes(children[i:], digests)
 				c.Annotations[labelIndexDigest] = indexDigest
 			}
 			return children, nil
@@ -129,15 +130,22 @@ func labelHandlerWrapper(ref, indexDigest string) func(images.Handler) images.Ha
 	}
 }
 
-// layerSizes lists the sizes of the layers among descs, comma-separated,
-// as many as fit the label size limit (matching cri.image-layers, which
-// containerd truncates the same way).
-func layerSizes(descs []ocispec.Descriptor) string {
+// layerSizes lists the sizes of the first max layers among descs,
+// comma-separated, as many as fit the label size limit. max is the number
+// of digests containerd kept in cri.image-layers (it truncates that label
+// to its size limit): readers such as AWS's soci-snapshotter refuse the
+// labels when the two lists differ in length.
+func layerSizes(descs []ocispec.Descriptor, max int) string {
 	var b strings.Builder
+	n := 0
 	for _, d := range descs {
 		if !images.IsLayerType(d.MediaType) {
 			continue
 		}
+		if n == max {
+			break
+		}
+		n++
 		item := strconv.FormatInt(d.Size, 10)
 		if b.Len() > 0 {
 			item = "," + item
