@@ -5,12 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"strings"
 
 	snapshots "github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/archive"
 	"github.com/containerd/containerd/v2/pkg/archive/compression"
+	"github.com/ociseek/ociseek/index/discover"
 	"github.com/opencontainers/go-digest"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry"
@@ -126,16 +125,5 @@ func layerOf(labels map[string]string) (ref registry.Reference, layer, diffID, m
 // isPlainHTTP says whether host (host[:port]) is reached over HTTP:
 // configured hosts and loopback addresses.
 func (u *layerUnpacker) isPlainHTTP(host string) bool {
-	if u.plainHTTP[host] {
-		return true
-	}
-	name := host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		name = h
-	}
-	if strings.EqualFold(name, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(name, "[]"))
-	return ip != nil && ip.IsLoopback()
+	return u.plainHTTP[host] || discover.DefaultPlainHTTP(host)
 }
