@@ -118,7 +118,7 @@ func BenchmarkColdSmallFile(b *testing.B) {
 			}
 			t[i] += time.Since(start)
 			n[i] += e.blob.bytes.Load() - before
-			if _, err := m.fetchSpan(context.Background(), id, ReasonDemand); err != nil {
+			if err := m.fetchSpan(context.Background(), id, ReasonDemand); err != nil {
 				b.Fatal(err) // waits for the flight to verify the span
 			}
 			if mode == VerifyDeferred {
@@ -256,13 +256,14 @@ func gzipDecompress(b *testing.B, path string, layer []byte) time.Duration {
 	return time.Since(start)
 }
 
-// cpuTime returns the CPU time (user+system) this process has used.
-func cpuTime(b *testing.B) time.Duration {
+// cpuTime returns the CPU time (user+system) this process has used and
+// its minor page faults so far.
+func cpuTime(b *testing.B) (time.Duration, int64) {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		b.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), ru.Minflt
 }
 
 // BenchmarkSequential64MiB reads a 64 MiB file cold in 128 KiB reads (as
@@ -281,6 +282,8 @@ func BenchmarkSequential64MiB(b *testing.B) {
 	if err := os.WriteFile(layerPath, e.layer, 0o600); err != nil {
 		b.Fatal(err)
 	}
+	// One pool for every Manager, as a daemon shares one among its layers.
+	pool := NewBufferPool()
 	for _, v := range []struct {
 		name  string
 		ahead int
@@ -289,13 +292,15 @@ func BenchmarkSequential64MiB(b *testing.B) {
 		ahead := v.ahead
 		b.Run(v.name, func(b *testing.B) {
 			var total, base, cpu time.Duration
+			var faults int64
 			for b.Loop() {
-				m := freshManager(b, e, Options{FetchAhead: ahead})
+				m := freshManager(b, e, Options{FetchAhead: ahead, Buffers: pool})
 				if v.rtt > 0 {
 					m.blob = delayedBlob{BlobReader: m.blob, rtt: v.rtt}
 				}
 				base += gzipDecompress(b, layerPath, e.layer)
-				cpu0, start := cpuTime(b), time.Now()
+				cpu0, flt0 := cpuTime(b)
+				start := time.Now()
 				buf := make([]byte, 128<<10)
 				for off := int64(0); off < ent.UncompressedSize; off += int64(len(buf)) {
 					if _, err := m.ReadAt(context.Background(), buf, ent.UncompressedOffset+off); err != nil {
@@ -303,7 +308,8 @@ func BenchmarkSequential64MiB(b *testing.B) {
 					}
 				}
 				total += time.Since(start)
-				cpu += cpuTime(b) - cpu0
+				cpu1, flt1 := cpuTime(b)
+				cpu, faults = cpu+cpu1-cpu0, faults+flt1-flt0
 				m.Close()
 			}
 			peak := liveHeapPeak(b, e, ent, Options{FetchAhead: ahead})
@@ -312,6 +318,7 @@ func BenchmarkSequential64MiB(b *testing.B) {
 			b.ReportMetric(mib/base.Seconds(), "gzip-dc-MB/s")
 			b.ReportMetric(base.Seconds()/total.Seconds(), "x-vs-gzip-dc") // >1: faster than local gzip -dc
 			b.ReportMetric(cpu.Seconds()*1000/mib, "cpu-ms/MiB")
+			b.ReportMetric(float64(faults)/mib, "faults/MiB")
 			b.ReportMetric(float64(peak)/(1<<20), "live-heap-MiB")
 		})
 	}
@@ -345,6 +352,7 @@ func liveHeapPeak(b *testing.B, e *env, ent *ztoc.FileMetadata, opts Options) ui
 	defer m.Close()
 	var ms runtime.MemStats
 	runtime.GC()
+	runtime.GC() // twice: span buffers pooled by earlier runs are gone
 	runtime.ReadMemStats(&ms)
 	floor, peak := ms.HeapAlloc, uint64(0)
 	buf := make([]byte, 128<<10)

@@ -35,8 +35,12 @@ type flight struct {
 
 	// comp and data are allocated once the flight holds a fetch slot.
 	// comp[:have] and data[:produced] are immutable once published.
-	comp []byte // compressed span bytes
-	data []byte // uncompressed span bytes (comp itself for a tar layer)
+	comp []byte   // compressed span bytes (pooled, returned when the flight ends)
+	data []byte   // uncompressed span bytes: buf.b (also comp for a tar layer)
+	buf  *spanBuf // holds data; the flight's reference is dropped once it
+	// finished and no waiter is left, since waiters may still take
+	// references of their own until then.
+	bufDropped bool // guarded by Manager.mu
 
 	// mu guards the progress fields below; arrived (on mu) wakes the
 	// inflater when bytes arrive or the transfer ends. Lock order:
@@ -76,22 +80,24 @@ func (f *flight) notifyLocked() {
 // span's state to be updated, not just for bytes.
 const untilSettled = -1
 
-// ready reports whether a read needing data[:need] may be answered now, and
-// with what. unverified allows answering before the digest matched.
-func (f *flight) ready(need int64, unverified bool) (data []byte, ok bool, err error) {
+// ready reports whether a read needing data[:need] may be answered now,
+// and with what: a reference to the buffer, which the caller releases.
+// unverified allows answering before the digest matched. A wait
+// untilSettled gets no buffer.
+func (f *flight) ready(need int64, unverified bool) (buf *spanBuf, ok bool, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
 		return nil, true, f.err
 	}
 	if need == untilSettled {
-		return f.data, f.finished, nil
+		return nil, f.finished, nil
 	}
 	if f.produced >= need && (f.verified || (unverified && !f.tampered && !f.sealed)) {
 		if !f.verified {
 			f.served = max(f.served, need)
 		}
-		return f.data, true, nil
+		return f.buf.retain(), true, nil
 	}
 	return nil, false, nil
 }
@@ -105,27 +111,27 @@ func (f *flight) watch() <-chan struct{} {
 }
 
 // fetchSpan waits for span id to be verified, wholly inflated and settled
-// (state updated, cached) and returns its bytes, joining a flight in
-// progress or starting one.
-func (m *Manager) fetchSpan(ctx context.Context, id ztoc.SpanID, reason string) ([]byte, error) {
-	return m.waitSpan(ctx, id, untilSettled, false, reason)
+// (state updated, cached), joining a flight in progress or starting one.
+func (m *Manager) fetchSpan(ctx context.Context, id ztoc.SpanID, reason string) error {
+	_, err := m.waitSpan(ctx, id, untilSettled, false, reason)
+	return err
 }
 
-// waitSpan returns the flight's buffer for span id once data[:need] may be
-// served (see flight.ready).
-func (m *Manager) waitSpan(ctx context.Context, id ztoc.SpanID, need int64, unverified bool, reason string) ([]byte, error) {
+// waitSpan returns a reference to the flight's buffer for span id once
+// data[:need] may be served (see flight.ready); the caller releases it.
+func (m *Manager) waitSpan(ctx context.Context, id ztoc.SpanID, need int64, unverified bool, reason string) (*spanBuf, error) {
 	f := m.joinFlight(id, reason, need)
 	for {
-		data, ok, err := f.ready(need, unverified)
+		buf, ok, err := f.ready(need, unverified)
 		if ok {
 			m.leaveFlight(f, false)
-			return data, err
+			return buf, err
 		}
 		ch := f.watch()
 		// Progress may have happened between ready and watch.
-		if data, ok, err := f.ready(need, unverified); ok {
+		if buf, ok, err := f.ready(need, unverified); ok {
 			m.leaveFlight(f, false)
-			return data, err
+			return buf, err
 		}
 		select {
 		case <-ch:
@@ -166,15 +172,27 @@ func (m *Manager) leaveFlight(f *flight, abandoned bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	f.waiters--
-	if !abandoned || f.waiters > 0 || f.keep {
+	if f.waiters > 0 {
 		return
 	}
 	f.mu.Lock()
-	served := f.served
+	served, finished := f.served, f.finished
 	f.mu.Unlock()
-	if served == 0 {
+	if finished {
+		m.dropFlightBufLocked(f)
+	} else if abandoned && !f.keep && served == 0 {
 		f.cancel()
 	}
+}
+
+// dropFlightBufLocked drops the flight's own reference to its buffer, once:
+// the caller holds m.mu and has seen the flight finished with no waiter
+// left, so no one can take a new reference through it.
+func (m *Manager) dropFlightBufLocked(f *flight) {
+	if !f.bufDropped && f.buf != nil {
+		f.buf.release()
+	}
+	f.bufDropped = true
 }
 
 // runFlight fetches, verifies and inflates one span, caches it, then
@@ -188,7 +206,7 @@ func (m *Manager) runFlight(ctx context.Context, id ztoc.SpanID, f *flight) {
 		<-m.sem
 	}
 	if err == nil {
-		m.hot.add(id, f.data)
+		m.hot.add(id, f.buf)
 		if perr := m.cache.Put(m.cacheKey(id), f.data); perr != nil {
 			// Not fatal: the bytes are served from memory now and
 			// fetched again on a later miss.
@@ -198,12 +216,17 @@ func (m *Manager) runFlight(ctx context.Context, id ztoc.SpanID, f *flight) {
 	err = m.settle(ctx, id, f, err)
 	f.mu.Lock()
 	f.err, f.finished = err, true
-	if err != nil {
-		f.data = nil
+	if f.span.Checkpoint != nil {
+		m.bufs.comp.put(f.comp) // the hasher and inflater are done with it
 	}
 	f.comp = nil
 	f.notifyLocked()
 	f.mu.Unlock()
+	m.mu.Lock()
+	if f.waiters == 0 {
+		m.dropFlightBufLocked(f)
+	}
+	m.mu.Unlock()
 }
 
 // acquire takes a fetch slot, bounding the flights that hold buffers.
@@ -220,14 +243,14 @@ func (m *Manager) acquire(ctx context.Context) error {
 // classifies the outcome.
 func (m *Manager) streamSpan(ctx context.Context, f *flight) error {
 	s := f.span
-	comp, data := make([]byte, s.CompressedSize()), []byte(nil) // bounded by MaxSpanBytes in New
-	if s.Checkpoint == nil {
-		data = comp // a tar layer: the span is its own bytes
-	} else {
-		data = make([]byte, s.UncompressedSize())
+	// Sizes are bounded by MaxSpanBytes in New.
+	buf := newSpanBuf(&m.bufs.data, s.UncompressedSize())
+	comp := buf.b // a tar layer: the span is its own bytes
+	if s.Checkpoint != nil {
+		comp = m.bufs.comp.get(s.CompressedSize())
 	}
 	f.mu.Lock()
-	f.comp, f.data = comp, data
+	f.comp, f.data, f.buf = comp, buf.b, buf
 	f.mu.Unlock()
 	var ierr error
 	var wg sync.WaitGroup

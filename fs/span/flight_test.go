@@ -252,15 +252,24 @@ func TestFetchAheadBounded(t *testing.T) {
 }
 
 // TestReadsAcrossSpansConcurrent: many readers, reads crossing span
-// boundaries, both modes: every byte right, each span fetched once.
+// boundaries, both modes, and with one hot span and two fetch slots (so
+// span buffers are recycled all the time): every byte right, each span
+// fetched once.
 func TestReadsAcrossSpansConcurrent(t *testing.T) {
 	reg := regtest.Start(t, regtest.KindDistribution)
-	for name, mode := range modes {
+	cases := map[string]Options{
+		"strict":         {},
+		"deferred":       {Verify: VerifyDeferred},
+		"strict-tight":   {HotSpans: 1, MaxParallel: 2, FetchAhead: 1},
+		"deferred-tight": {Verify: VerifyDeferred, HotSpans: 1, MaxParallel: 2, FetchAhead: 1},
+	}
+	for name, opts := range cases {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t, reg, mixedFiles(), 64<<10, nil)
 			tar := tarBytes(t, e)
 			metrics, _ := NewMetrics(nil)
-			m := e.manager(t, Options{Verify: mode, Metrics: metrics})
+			opts.Metrics = metrics
+			m := e.manager(t, opts)
 			var wg sync.WaitGroup
 			for g := range 8 {
 				wg.Go(func() {
@@ -289,8 +298,15 @@ func TestReadsAcrossSpansConcurrent(t *testing.T) {
 func TestHotSpans(t *testing.T) {
 	h := newHotSpans(2)
 	defer h.close()
+	var pool bufPool
+	bufs := make([]*spanBuf, 4)
 	for id := range ztoc.SpanID(3) {
-		h.add(id, []byte{byte(id), 1, 2, 3})
+		bufs[id] = newSpanBuf(&pool, 4)
+		copy(bufs[id].b, []byte{byte(id), 1, 2, 3})
+		h.add(id, bufs[id])
+	}
+	if n := bufs[0].refs.Load(); n != 1 {
+		t.Fatalf("evicted span's buffer has %d references, want the creator's 1", n)
 	}
 	p := make([]byte, 2)
 	if h.read(0, p, 0) {
@@ -311,12 +327,15 @@ func TestHotSpans(t *testing.T) {
 	if h.has(1) || h.has(2) {
 		t.Fatal("idle spans kept after trim")
 	}
-	h.add(5, []byte{1})
+	if n := bufs[2].refs.Load(); n != 1 {
+		t.Fatalf("trimmed span's buffer has %d references, want 1", n)
+	}
+	h.add(5, bufs[2])
 	h.close()
-	if h.has(5) {
+	if h.has(5) || bufs[2].refs.Load() != 1 {
 		t.Fatal("span held after close")
 	}
-	h.add(6, []byte{1}) // after close: ignored, no timer left running
+	h.add(6, bufs[2]) // after close: ignored, no timer left running
 	if h.has(6) {
 		t.Fatal("span held after close")
 	}

@@ -30,14 +30,15 @@ type hotSpans struct {
 
 type hotSpan struct {
 	id   ztoc.SpanID
-	data []byte
+	buf  *spanBuf // one reference held while listed
 	used time.Time
 }
 
 func newHotSpans(n int) *hotSpans { return &hotSpans{max: n} }
 
-// add keeps data (verified, never modified again) as span id's bytes.
-func (h *hotSpans) add(id ztoc.SpanID, data []byte) {
+// add keeps buf (verified, never modified again) as span id's bytes,
+// taking a reference of its own; the caller must hold one.
+func (h *hotSpans) add(id ztoc.SpanID, buf *spanBuf) {
 	if h.max <= 0 {
 		return
 	}
@@ -48,9 +49,10 @@ func (h *hotSpans) add(id ztoc.SpanID, data []byte) {
 	}
 	h.removeLocked(id)
 	if len(h.ents) >= h.max {
+		h.ents[0].buf.release()
 		h.ents = slices.Delete(h.ents, 0, 1)
 	}
-	h.ents = append(h.ents, hotSpan{id: id, data: data, used: time.Now()})
+	h.ents = append(h.ents, hotSpan{id: id, buf: buf.retain(), used: time.Now()})
 	if h.timer == nil {
 		h.timer = time.AfterFunc(hotIdle, h.trim)
 	}
@@ -62,11 +64,11 @@ func (h *hotSpans) read(id ztoc.SpanID, dst []byte, off int64) bool {
 		return false
 	}
 	h.mu.Lock()
-	var data []byte
+	var buf *spanBuf
 	for i := range h.ents {
 		if e := &h.ents[i]; e.id == id {
 			e.used = time.Now()
-			data = e.data
+			buf = e.buf.retain() // copied from outside the lock
 			if i != len(h.ents)-1 {
 				ent := *e
 				h.ents = append(slices.Delete(h.ents, i, i+1), ent)
@@ -75,10 +77,14 @@ func (h *hotSpans) read(id ztoc.SpanID, dst []byte, off int64) bool {
 		}
 	}
 	h.mu.Unlock()
-	if data == nil || off+int64(len(dst)) > int64(len(data)) {
+	if buf == nil {
 		return false
 	}
-	copy(dst, data[off:])
+	defer buf.release()
+	if off+int64(len(dst)) > int64(len(buf.b)) {
+		return false
+	}
+	copy(dst, buf.b[off:])
 	return true
 }
 
@@ -104,6 +110,7 @@ func (h *hotSpans) drop(id ztoc.SpanID) {
 func (h *hotSpans) removeLocked(id ztoc.SpanID) {
 	for i, e := range h.ents {
 		if e.id == id {
+			e.buf.release()
 			h.ents = slices.Delete(h.ents, i, i+1)
 			return
 		}
@@ -122,6 +129,8 @@ func (h *hotSpans) trim() {
 	for _, e := range h.ents {
 		if now.Sub(e.used) < hotIdle {
 			kept = append(kept, e)
+		} else {
+			e.buf.release()
 		}
 	}
 	clear(h.ents[len(kept):])
@@ -141,6 +150,9 @@ func (h *hotSpans) close() {
 	if h.timer != nil {
 		h.timer.Stop()
 		h.timer = nil
+	}
+	for _, e := range h.ents {
+		e.buf.release()
 	}
 	h.ents = nil
 }

@@ -123,6 +123,9 @@ type Options struct {
 	// a couple of seconds (default FetchAhead+1: the spans fetched ahead
 	// and the one being read; negative disables).
 	HotSpans int
+	// Buffers recycles span buffers; share one among all Managers of a
+	// process. Nil gives the Manager a pool of its own.
+	Buffers *BufferPool
 	// Metrics receives the counters; nil means unregistered ones.
 	Metrics *Metrics
 	// Foreground, when set, is called at the start of every read and the
@@ -161,6 +164,8 @@ type Manager struct {
 	pass     passState                    // background completion progress
 
 	hot *hotSpans // recently verified spans in memory
+	// bufs recycles span buffers (bufpool.go).
+	bufs *BufferPool
 
 	failed atomic.Pointer[error]
 }
@@ -175,7 +180,10 @@ func New(z *ztoc.Ztoc, blob BlobReader, cache Cache, opts Options) (*Manager, er
 	m := &Manager{z: z, blob: blob, cache: cache, opts: opts, metrics: opts.Metrics,
 		total: z.UncompressedArchiveSize, flights: map[ztoc.SpanID]*flight{},
 		partials: map[ztoc.SpanID]servedPrefix{}, sem: make(chan struct{}, opts.MaxParallel),
-		hot: newHotSpans(opts.HotSpans)}
+		hot: newHotSpans(opts.HotSpans), bufs: opts.Buffers}
+	if m.bufs == nil {
+		m.bufs = NewBufferPool()
+	}
 	if err := m.loadSpans(); err != nil {
 		return nil, fmt.Errorf("span manager for %s: %w", opts.LayerDigest, err)
 	}
@@ -352,10 +360,11 @@ func (m *Manager) readSpan(ctx context.Context, id ztoc.SpanID, dst []byte, off 
 		m.metrics.CacheMisses.Inc()
 	}
 	need := off + int64(len(dst))
-	data, err := m.waitSpan(ctx, id, need, m.opts.Verify == VerifyDeferred, ReasonDemand)
+	buf, err := m.waitSpan(ctx, id, need, m.opts.Verify == VerifyDeferred, ReasonDemand)
 	if err != nil {
 		return err
 	}
-	copy(dst, data[off:need])
+	copy(dst, buf.b[off:need])
+	buf.release()
 	return nil
 }

@@ -100,7 +100,7 @@ func (m *Manager) FetchNext(ctx context.Context) (fetched int64, done bool, err 
 	for id := range m.partials {
 		m.mu.Unlock()
 		before, _ := m.Progress()
-		_, err := m.fetchSpan(ctx, id, ReasonBackground)
+		err := m.fetchSpan(ctx, id, ReasonBackground)
 		after, _ := m.Progress()
 		return after - before, false, err
 	}
