@@ -14,6 +14,8 @@
 //     retried the same way. Each attempt has its own timeout.
 //   - The caller's context reaches every HTTP request, so an interrupted
 //     FUSE read cancels its fetch.
+//   - The HTTP client is the caller's; NewTransport gives a transport fit
+//     for many parallel range reads of one host (see its comment).
 //
 // Hazards: the registry is untrusted. Answers are checked (status,
 // Content-Range, length) and error bodies are read only up to a small bound,

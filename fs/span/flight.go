@@ -93,7 +93,7 @@ func (f *flight) ready(need int64, unverified bool) (buf *spanBuf, ok bool, err 
 	if need == untilSettled {
 		return nil, f.finished, nil
 	}
-	if f.produced >= need && (f.verified || (unverified && !f.tampered && !f.sealed)) {
+	if f.buf != nil && f.produced >= need && (f.verified || (unverified && !f.tampered && !f.sealed)) {
 		if !f.verified {
 			f.served = max(f.served, need)
 		}
