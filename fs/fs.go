@@ -171,6 +171,28 @@ func (f *FS) Close() error {
 	return errors.Join(errs...)
 }
 
+// Detach stops background fetching and closes the span cache, but leaves
+// every FUSE mount in place, for a daemon that stops so that its next start
+// takes the mounts over (snapshot's restore). It waits for the current
+// background step to end, so no span is left half written. After Detach the
+// FS serves nothing; only Close may follow.
+func (f *FS) Detach() error {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return nil
+	}
+	f.closed = true
+	f.mu.Unlock()
+	f.pending.Wait()
+	var errs []error
+	if f.sched != nil {
+		errs = append(errs, f.sched.Close())
+	}
+	errs = append(errs, f.cache.Close())
+	return errors.Join(errs...)
+}
+
 // Opt configures an FS.
 type Opt func(*options) error
 

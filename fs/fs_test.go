@@ -539,3 +539,34 @@ func readAt(t *testing.T, path string, want []byte, off int) {
 		t.Errorf("read %s at %d: %v (or bytes differ)", path, off, err)
 	}
 }
+
+// TestDetachKeepsMounts: Detach (a daemon's SIGTERM) stops the FS but leaves
+// its mounts for the next start to take over; a later FS releases them.
+func TestDetachKeepsMounts(t *testing.T) {
+	t.Parallel()
+	img := pushImage(t, regtest.Start(t, regtest.KindDistribution), "lazy/detach")
+	f, err := New(t.TempDir(), newSource(img), remoteBlobs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp := mountDir(t)
+	if err := f.Mount(context.Background(), mp, img.criLabels()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Detach(); err != nil {
+		t.Fatalf("detach: %v", err)
+	}
+	if !isMounted(t, mp) {
+		t.Fatal("detach unmounted the layer; the next start could not take it over")
+	}
+	if err := f.Mount(context.Background(), mountDir(t), img.criLabels()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("mount after detach: %v, want ErrClosed", err)
+	}
+	next := newFS(t, newSource(img))
+	if err := next.Unmount(context.Background(), mp); err != nil {
+		t.Fatalf("next start releasing the detached mount: %v", err)
+	}
+	if isMounted(t, mp) {
+		t.Fatal("detached mount still there after the next FS released it")
+	}
+}

@@ -115,11 +115,9 @@ func overlayNeedsUserXattr(ctx context.Context, root string) (bool, error) {
 // shutdown stops the daemon's components. With unmount (SIGINT), every
 // lazy layer is unmounted and the file system closed, which stops
 // background fetching and closes the span cache. Without (SIGTERM), mounts
-// stay for the next start to take over (snapshot's restore), so the file
-// system is not closed, because closing it unmounts; its background
-// fetcher ends with the process, which is safe: the span cache writes each
-// span to a temporary file and renames it into place, and removes
-// leftover temporary files when it opens.
+// stay for the next start to take over (snapshot's restore): the file
+// system is detached, which stops background fetching after its current
+// step and closes the span cache, but unmounts nothing.
 func (d *service) shutdown(ctx context.Context, unmount bool) error {
 	var errs []error
 	if unmount {
@@ -127,6 +125,8 @@ func (d *service) shutdown(ctx context.Context, unmount bool) error {
 		if d.fs != nil {
 			errs = append(errs, d.fs.Close())
 		}
+	} else if d.fs != nil {
+		errs = append(errs, d.fs.Detach())
 	}
 	errs = append(errs, d.sn.Close())
 	return errors.Join(errs...)
