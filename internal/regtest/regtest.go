@@ -8,6 +8,11 @@
 //   - KindOlareg: olareg with the referrers API;
 //   - KindOlaregNoReferrers: olareg started with --api-referrer=false.
 //
+// StartWithAuth starts a distribution registry that demands a user and
+// password (htpasswd), for the credential paths: --user, docker config
+// files (WriteDockerConfig), and what clients send when refused
+// (Requests).
+//
 // The binaries are built from pinned tool modules (make tools) into the
 // directory named by $OCISEEK_TOOLS_BIN. Each registry gets a private storage
 // directory and a free port, and is stopped by PID when the test ends.
@@ -72,6 +77,9 @@ type Registry struct {
 	Host string
 	// Dir is the private storage directory, kept across Restart.
 	Dir string
+	// User and Password are the credentials the registry demands
+	// (StartWithAuth); both are empty when it demands none.
+	User, Password string
 
 	t    testing.TB
 	bin  string
@@ -85,11 +93,18 @@ type Registry struct {
 // does not come up.
 func Start(t testing.TB, kind Kind) *Registry {
 	t.Helper()
+	return startRegistry(t, kind, "", "")
+}
+
+// startRegistry starts a registry of kind, demanding user and password
+// when user is not empty.
+func startRegistry(t testing.TB, kind Kind, user, password string) *Registry {
+	t.Helper()
 	bin, err := binary(kind)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Registry{Kind: kind, Dir: t.TempDir(), t: t, bin: bin}
+	r := &Registry{Kind: kind, Dir: t.TempDir(), User: user, Password: password, t: t, bin: bin}
 	var lastErr error
 	// A free port found by listening can be taken by someone else before the
 	// registry binds it; try a few times rather than flake.
@@ -139,7 +154,11 @@ func (r *Registry) args() ([]string, error) {
 	switch r.Kind {
 	case KindDistribution:
 		cfg := filepath.Join(r.Dir, "config.yml")
-		if err := os.WriteFile(cfg, []byte(distributionConfig(r.Dir, r.Host)), 0o600); err != nil {
+		text, err := r.distributionConfig()
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 			return nil, fmt.Errorf("write distribution config: %w", err)
 		}
 		return []string{"serve", cfg}, nil
@@ -157,13 +176,25 @@ func (r *Registry) args() ([]string, error) {
 }
 
 // distributionConfig enables deletes so index removal and fallback-tag
-// rewrites work, and silences logs and tracing.
-func distributionConfig(dir, addr string) string {
+// rewrites work, and silences logs and tracing. With credentials it adds
+// htpasswd auth and turns the access log on (Requests reads it).
+func (r *Registry) distributionConfig() (string, error) {
+	authSection := ""
+	if r.User != "" {
+		var err error
+		if authSection, err = r.htpasswdConfig(); err != nil {
+			return "", err
+		}
+	}
+	return baseDistributionConfig(r.Dir, r.Host, r.User == "") + authSection, nil
+}
+
+func baseDistributionConfig(dir, addr string, noAccessLog bool) string {
 	return fmt.Sprintf(`version: 0.1
 log:
   level: error
   accesslog:
-    disabled: true
+    disabled: %t
 storage:
   filesystem:
     rootdirectory: %s
@@ -174,7 +205,7 @@ storage:
       enabled: false
 http:
   addr: %s
-`, filepath.Join(dir, "store"), addr)
+`, noAccessLog, filepath.Join(dir, "store"), addr)
 }
 
 // start launches the process and waits until /v2/ answers.
@@ -218,7 +249,14 @@ func (r *Registry) waitReady() error {
 			return errors.New("registry exited during start")
 		default:
 		}
-		resp, err := client.Get("http://" + r.Host + "/v2/")
+		req, err := http.NewRequest(http.MethodGet, "http://"+r.Host+"/v2/", nil)
+		if err != nil {
+			return err
+		}
+		if r.User != "" {
+			req.SetBasicAuth(r.User, r.Password)
+		}
+		resp, err := client.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -304,8 +342,9 @@ func isDigest(s string) bool {
 	return false
 }
 
-// Repository returns a plain-HTTP oras client for repo on r. Each call
-// returns a fresh client, so referrers capability is learned anew.
+// Repository returns a plain-HTTP oras client for repo on r, with r's
+// credentials when it demands some. Each call returns a fresh client, so
+// referrers capability is learned anew.
 func (r *Registry) Repository(t testing.TB, repo string) *orasremote.Repository {
 	t.Helper()
 	repository, err := orasremote.NewRepository(r.Host + "/" + repo)
@@ -313,6 +352,9 @@ func (r *Registry) Repository(t testing.TB, repo string) *orasremote.Repository 
 		t.Fatalf("repository %s/%s: %v", r.Host, repo, err)
 	}
 	repository.PlainHTTP = true
+	if r.User != "" {
+		repository.Client = r.authClient()
+	}
 	return repository
 }
 

@@ -3,6 +3,10 @@ package regtest
 import (
 	"context"
 	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/opencontainers/image-spec/specs-go"
@@ -60,5 +64,61 @@ func TestRegistries(t *testing.T) {
 				t.Errorf("Ref = %q, want %q", r.Ref("app", img.Digest.String()), want)
 			}
 		})
+	}
+}
+
+// TestStartWithAuth: the registry refuses anonymous and wrongly
+// credentialed requests, the helpers push with the right credentials, and
+// Requests lists what was served.
+func TestStartWithAuth(t *testing.T) {
+	r := StartWithAuth(t, "alice", "s3cret")
+	img := r.PushImage(t, "app", [][]byte{smallLayer(t, "a.txt", "hello")}, nil)
+
+	get := func(user, pass string) int {
+		req, err := http.NewRequest(http.MethodGet, "http://"+r.Host+"/v2/app/manifests/latest", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Accept", ocispec.MediaTypeImageManifest)
+		if user != "" {
+			req.SetBasicAuth(user, pass)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := get("", ""); got != http.StatusUnauthorized {
+		t.Errorf("anonymous GET manifest: status %d, want 401", got)
+	}
+	if got := get("alice", "wrong"); got != http.StatusUnauthorized {
+		t.Errorf("wrong password GET manifest: status %d, want 401", got)
+	}
+	if got := get("alice", "s3cret"); got != http.StatusOK {
+		t.Errorf("GET manifest with credentials: status %d, want 200", got)
+	}
+	if _, err := r.Repository(t, "app").Resolve(context.Background(), img.Digest.String()); err != nil {
+		t.Errorf("resolve through Repository: %v", err)
+	}
+
+	var refused, manifestGets int
+	for _, req := range r.Requests(t) {
+		if req.Status == http.StatusUnauthorized {
+			refused++
+		}
+		if req.Method == http.MethodGet && req.Path == "/v2/app/manifests/latest" {
+			manifestGets++
+		}
+	}
+	if refused < 2 || manifestGets != 3 {
+		t.Errorf("Requests: %d refused (want ≥ 2), %d manifest GETs (want 3): %+v", refused, manifestGets, r.Requests(t))
+	}
+
+	dir := r.WriteDockerConfig(t, t.TempDir(), "alice", "s3cret")
+	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil || !strings.Contains(string(b), r.Host) || !strings.Contains(string(b), "YWxpY2U6czNjcmV0") {
+		t.Errorf("docker config %s: %v", b, err)
 	}
 }
