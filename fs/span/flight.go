@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math"
+	"runtime"
 	"sync"
 
 	"github.com/containerd/log"
@@ -58,21 +60,42 @@ type flight struct {
 	err      error // terminal failure, for waiters
 	finished bool  // settled: err is final, or the span is complete
 	changed  chan struct{}
-	watched  bool // someone waits on changed
+	watched  bool  // someone waits on changed
+	wantNeed int64 // the least need of those waiting (math.MaxInt64: none counts bytes)
+	wantAny  bool  // one of them takes unverified bytes
 }
 
 func newFlight(s ztoc.Span, reason string, cancel context.CancelFunc) *flight {
-	f := &flight{span: s, reason: reason, cancel: cancel, changed: make(chan struct{})}
+	f := &flight{span: s, reason: reason, cancel: cancel, changed: make(chan struct{}), wantNeed: math.MaxInt64}
 	f.arrived.L = &f.mu
 	return f
 }
 
-// notifyLocked wakes readers waiting for progress; the caller holds f.mu.
-func (f *flight) notifyLocked() {
-	if f.watched {
-		close(f.changed)
-		f.changed = make(chan struct{})
-		f.watched = false
+// notifyLocked wakes readers waiting for progress and reports whether
+// there were any; the caller holds f.mu. Unless forced (a change of state
+// rather than more bytes), it wakes them only if one of them can now be
+// answered, so a reader waiting for verification is not woken for every
+// piece inflated meanwhile.
+func (f *flight) notifyLocked(force bool) bool {
+	if !f.watched {
+		return false
+	}
+	if !force && (f.produced < f.wantNeed || !(f.verified || (f.wantAny && !f.tampered && !f.sealed))) {
+		return false
+	}
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.watched, f.wantNeed, f.wantAny = false, math.MaxInt64, false
+	return true
+}
+
+// yieldTo lets a reader just woken run now. The flight's goroutines do not
+// block while bytes keep coming, and Go would otherwise leave the reader
+// queued behind them until the scheduler preempts one (up to 10 ms): on a
+// busy machine that dominated a cold small read.
+func yieldTo(woke bool) {
+	if woke {
+		runtime.Gosched()
 	}
 }
 
@@ -102,11 +125,17 @@ func (f *flight) ready(need int64, unverified bool) (buf *spanBuf, ok bool, err 
 	return nil, false, nil
 }
 
-// watch returns a channel closed at the next progress.
-func (f *flight) watch() <-chan struct{} {
+// watch returns a channel closed once a wait for data[:need] (see ready)
+// may be answered, or the flight's state changed.
+func (f *flight) watch(need int64, unverified bool) <-chan struct{} {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if need == untilSettled {
+		need = math.MaxInt64
+	}
 	f.watched = true
+	f.wantNeed = min(f.wantNeed, need)
+	f.wantAny = f.wantAny || unverified
 	return f.changed
 }
 
@@ -127,7 +156,7 @@ func (m *Manager) waitSpan(ctx context.Context, id ztoc.SpanID, need int64, unve
 			m.leaveFlight(f, false)
 			return buf, err
 		}
-		ch := f.watch()
+		ch := f.watch(need, unverified)
 		// Progress may have happened between ready and watch.
 		if buf, ok, err := f.ready(need, unverified); ok {
 			m.leaveFlight(f, false)
@@ -220,7 +249,7 @@ func (m *Manager) runFlight(ctx context.Context, id ztoc.SpanID, f *flight) {
 		m.bufs.comp.put(f.comp) // the hasher and inflater are done with it
 	}
 	f.comp = nil
-	f.notifyLocked()
+	f.notifyLocked(true)
 	f.mu.Unlock()
 	m.mu.Lock()
 	if f.waiters == 0 {

@@ -120,20 +120,21 @@ func (m *Manager) fetchPart(ctx context.Context, f *flight, h hash.Hash, pos *in
 // arrive publishes that comp[:pos] has been received.
 func (f *flight) arrive(pos int64) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.have = pos
+	woke := false
 	if f.span.Checkpoint == nil {
 		f.produced = pos
-		f.notifyLocked()
+		woke = f.notifyLocked(false)
 	}
 	f.arrived.Broadcast()
+	f.mu.Unlock()
+	yieldTo(woke)
 }
 
 // endFetch publishes the end of the transfer: err, or every byte received
 // and the digest matched.
 func (f *flight) endFetch(err error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if err != nil {
 		f.fetchEnd = err
 		f.tampered = errors.Is(err, ztoc.ErrSpanDigest)
@@ -141,15 +142,18 @@ func (f *flight) endFetch(err error) {
 		f.fetched, f.verified = true, true
 	}
 	f.arrived.Broadcast()
-	f.notifyLocked()
+	woke := f.notifyLocked(true)
+	f.mu.Unlock()
+	yieldTo(woke)
 }
 
 // produce publishes that data[:pos] has been inflated.
 func (f *flight) produce(pos int64) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.produced = pos
-	f.notifyLocked()
+	woke := f.notifyLocked(false)
+	f.mu.Unlock()
+	yieldTo(woke)
 }
 
 // inflateInto inflates f's compressed bytes into f.data while they arrive.
