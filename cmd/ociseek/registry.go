@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 
@@ -54,7 +56,8 @@ func (r *registryFlags) authClient() (*auth.Client, error) {
 	if r.client != nil {
 		return r.client, nil
 	}
-	c := &auth.Client{Client: retry.DefaultClient, Cache: auth.NewCache(), Header: http.Header{"User-Agent": {"ociseek"}}}
+	c := &auth.Client{Cache: auth.NewCache(), Header: http.Header{"User-Agent": {"ociseek"}}}
+	source := "--user"
 	if r.user != "" {
 		name, pass, ok := strings.Cut(r.user, ":")
 		if !ok || name == "" {
@@ -68,9 +71,62 @@ func (r *registryFlags) authClient() (*auth.Client, error) {
 			return nil, fmt.Errorf("read docker credentials: %w", err)
 		}
 		c.Credential = credentials.Credential(store)
+		source = "the docker config file ($DOCKER_CONFIG or ~/.docker)"
 	}
+	c.Client = &http.Client{Transport: authErrors{next: retry.NewTransport(nil), credential: c.Credential, source: source}}
 	r.client = c
 	return c, nil
+}
+
+// errAuthFailed marks a registry refusing the CLI's credentials, or
+// demanding some the CLI does not have.
+var errAuthFailed = errors.New("authentication failed")
+
+// authErrors is the transport under the CLI's auth client. It turns the
+// two ways basic authentication fails into errors that name the registry
+// and say where credentials come from; oras alone reports a bare "401" or
+// "basic credential not found". It ends the request at once, which is
+// right for a short-lived command: the credentials will not change during
+// it, so neither oras's second attempt nor the caller's next request
+// could succeed. Bearer-token failures pass through: an expired token is
+// answered by oras fetching a fresh one.
+type authErrors struct {
+	next       http.RoundTripper
+	credential auth.CredentialFunc
+	source     string // where credentials come from, for the message
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t authErrors) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+	host := req.URL.Host
+	sent, _, _ := strings.Cut(req.Header.Get("Authorization"), " ")
+	challenge, _, _ := strings.Cut(resp.Header.Get("Www-Authenticate"), " ")
+	switch {
+	case strings.EqualFold(sent, "basic"):
+		// Also the token endpoint of a bearer registry refusing the
+		// credentials that should buy a token.
+		drainClose(resp)
+		return nil, fmt.Errorf("registry %s: %w: it refused the user and password from %s", host, errAuthFailed, t.source)
+	case sent == "" && strings.EqualFold(challenge, "basic"):
+		cred, cerr := t.credential(req.Context(), host)
+		if cerr == nil && cred == auth.EmptyCredential {
+			drainClose(resp)
+			return nil, fmt.Errorf("registry %s: %w: it demands a user and password, and %s has none for it "+
+				"(pass --user USER:PASSWORD, or run docker login %s)", host, errAuthFailed, t.source, host)
+		}
+	}
+	return resp, nil
+}
+
+// drainClose reads a bounded rest of an answer we do not use, so the
+// connection can be reused, and closes it.
+func drainClose(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
 }
 
 // repository returns the client of the repository named by ref
