@@ -237,27 +237,41 @@ func (noIndexFS) Unmount(context.Context, string) error { return nil }
 // newAuthClient is the one registry client of the daemon, shared by
 // everything that talks to registries, so that tokens are cached once.
 // Credentials come from the Docker config (cfg.Registry.DockerConfig, or
-// the Docker default location).
+// the Docker default location) and its credential helpers.
 func newAuthClient(cfg *config.Config) (*auth.Client, error) {
-	opts := credentials.StoreOptions{}
-	var (
-		store credentials.Store
-		err   error
-	)
-	if cfg.Registry.DockerConfig != "" {
-		store, err = credentials.NewStore(cfg.Registry.DockerConfig, opts)
-	} else {
-		store, err = credentials.NewStoreFromDocker(opts)
+	open := func() (credentials.Store, error) {
+		if cfg.Registry.DockerConfig != "" {
+			return credentials.NewStore(cfg.Registry.DockerConfig, credentials.StoreOptions{})
+		}
+		return credentials.NewStoreFromDocker(credentials.StoreOptions{})
 	}
-	if err != nil {
+	// Opened once now so that a malformed file stops the start with a
+	// message, rather than every pull failing later.
+	if _, err := open(); err != nil {
 		return nil, fmt.Errorf("open registry credentials: %w", err)
 	}
 	return &auth.Client{
 		Client:     retry.DefaultClient,
 		Cache:      auth.NewCache(),
-		Credential: credentials.Credential(store),
+		Credential: freshCredentials(open),
 		Header:     http.Header{"User-Agent": {"ociseek-snapshotter"}},
 	}, nil
+}
+
+// freshCredentials looks credentials up in a store opened anew for each
+// lookup. oras's file store reads the file once, but the daemon outlives
+// many "docker login"s: a login after the start must count without a
+// restart. Lookups are rare (on a registry's challenge; tokens and basic
+// credentials are then cached by the auth client), so rereading a small
+// file costs nothing that matters.
+func freshCredentials(open func() (credentials.Store, error)) auth.CredentialFunc {
+	return func(ctx context.Context, host string) (auth.Credential, error) {
+		store, err := open()
+		if err != nil {
+			return auth.EmptyCredential, fmt.Errorf("open registry credentials: %w", err)
+		}
+		return credentials.Credential(store)(ctx, host)
+	}
 }
 
 // newLayerUnpacker builds the local-unpack path's unpacker.
