@@ -47,22 +47,25 @@ type flight struct {
 	// mu guards the progress fields below; arrived (on mu) wakes the
 	// inflater when bytes arrive or the transfer ends. Lock order:
 	// Manager.mu before flight.mu, never the reverse.
-	mu       sync.Mutex
-	arrived  sync.Cond
-	have     int64 // compressed bytes received and hashed
-	fetchEnd error // why the transfer ended early; nil while it runs or after success
-	fetched  bool  // every compressed byte arrived
-	tampered bool  // the digest did not match: nothing more may be served
-	sealed   bool  // settling: no more unverified bytes may be served
-	verified bool  // the digest matched
-	produced int64 // uncompressed bytes inflated
-	served   int64 // end of the unverified bytes handed to readers
-	err      error // terminal failure, for waiters
-	finished bool  // settled: err is final, or the span is complete
-	changed  chan struct{}
-	watched  bool  // someone waits on changed
-	wantNeed int64 // the least need of those waiting (math.MaxInt64: none counts bytes)
-	wantAny  bool  // one of them takes unverified bytes
+	mu           sync.Mutex
+	arrived      sync.Cond
+	have         int64 // compressed bytes received and hashed
+	fetchEnd     error // why the transfer ended early; nil while it runs or after success
+	fetched      bool  // every compressed byte arrived
+	tampered     bool  // the digest did not match: nothing more may be served
+	sealed       bool  // settling: no more unverified bytes may be served
+	verified     bool  // the digest matched
+	produced     int64 // uncompressed bytes inflated
+	inWait       bool  // the inflater waits for bytes
+	waitAt       int64 // having used comp[:waitAt]
+	inflateEnded bool  // the inflater stopped (done or failed)
+	served       int64 // end of the unverified bytes handed to readers
+	err          error // terminal failure, for waiters
+	finished     bool  // settled: err is final, or the span is complete
+	changed      chan struct{}
+	watched      bool  // someone waits on changed
+	wantNeed     int64 // the least need of those waiting (math.MaxInt64: none counts bytes)
+	wantAny      bool  // one of them takes unverified bytes
 }
 
 func newFlight(s ztoc.Span, reason string, cancel context.CancelFunc) *flight {
@@ -284,7 +287,13 @@ func (m *Manager) streamSpan(ctx context.Context, f *flight) error {
 	var ierr error
 	var wg sync.WaitGroup
 	if s.Checkpoint != nil {
-		wg.Go(func() { ierr = m.inflateInto(f) })
+		wg.Go(func() {
+			ierr = m.inflateInto(f)
+			f.mu.Lock()
+			f.inflateEnded = true
+			f.arrived.Broadcast() // awaitPrefix
+			f.mu.Unlock()
+		})
 	}
 	ferr := m.fetchInto(ctx, f)
 	wg.Wait()

@@ -49,6 +49,9 @@ func (m *Manager) fetchInto(ctx context.Context, f *flight) error {
 		if i == 0 && len(plan) > 1 {
 			reason = ReasonPrefix
 		}
+		if i == 1 {
+			f.awaitPrefix()
+		}
 		if err := m.fetchPart(ctx, f, h, &pos, end, reason); err != nil {
 			f.endFetch(err)
 			return err
@@ -117,6 +120,20 @@ func (m *Manager) fetchPart(ctx context.Context, f *flight, h hash.Hash, pos *in
 	return nil
 }
 
+// awaitPrefix holds back the request for the rest of a deferred-mode span
+// until the read that started the flight can be answered (or the inflater
+// needs more bytes than the prefix had, or stopped), so that answer is not
+// slowed by a transfer competing with it for the link and the CPU.
+func (f *flight) awaitPrefix() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	// inWait alone could be left from before the prefix's last piece
+	// arrived: the inflater must have used every byte received.
+	for f.produced < f.firstNeed && !(f.inWait && f.waitAt >= f.have) && !f.inflateEnded {
+		f.arrived.Wait()
+	}
+}
+
 // arrive publishes that comp[:pos] has been received.
 func (f *flight) arrive(pos int64) {
 	f.mu.Lock()
@@ -152,6 +169,7 @@ func (f *flight) produce(pos int64) {
 	f.mu.Lock()
 	f.produced = pos
 	woke := f.notifyLocked(false)
+	f.arrived.Broadcast() // awaitPrefix
 	f.mu.Unlock()
 	yieldTo(woke)
 }
@@ -201,8 +219,11 @@ func (r *arrivingReader) Read(p []byte) (int, error) {
 	f := r.f
 	f.mu.Lock()
 	for f.have <= r.pos && !f.fetched && f.fetchEnd == nil {
+		f.inWait, f.waitAt = true, r.pos
+		f.arrived.Broadcast() // awaitPrefix: the bytes received are used up
 		f.arrived.Wait()
 	}
+	f.inWait = false
 	have, ferr, tampered := f.have, f.fetchEnd, f.tampered
 	f.mu.Unlock()
 	switch {
