@@ -165,3 +165,19 @@ func FuzzParseContentRange(f *testing.F) {
 		}
 	})
 }
+
+// TestMissingCredentialsNotRetried: a registry that demands a password the
+// client does not have fails the open at once; retrying cannot help.
+func TestMissingCredentialsNotRetried(t *testing.T) {
+	reg := regtest.StartWithAuth(t, "reader", "s3cret")
+	dgst := pushBlob(t, reg, "test/private", randBytes(3, 4096))
+	before := len(reg.Requests(t))
+	client := &auth.Client{Client: http.DefaultClient}
+	_, err := Open(context.Background(), client, reg.Ref("test/private", ""), dgst, fastOpts())
+	if !errors.Is(err, auth.ErrBasicCredentialNotFound) {
+		t.Fatalf("open without credentials: %v, want ErrBasicCredentialNotFound", err)
+	}
+	if n := len(reg.Requests(t)) - before; n > 2 {
+		t.Fatalf("open without credentials sent %d requests; want it to give up at once", n)
+	}
+}

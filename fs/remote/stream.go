@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"oras.land/oras-go/v2/registry/remote/auth"
 )
 
 // rangeReader streams [off, end) of a blob, reconnecting after failures.
@@ -174,6 +176,10 @@ func retryable(err error, attempt int, o Options) (time.Duration, bool) {
 		}
 		return wait, true
 	case errors.Is(err, ErrRangeUnsupported), errors.Is(err, ErrSizeMismatch), errors.Is(err, errBadRange):
+		return 0, false
+	case errors.Is(err, auth.ErrBasicCredentialNotFound):
+		// No credentials for a registry that demands them: asking again
+		// cannot help, and retrying only delays the error by seconds.
 		return 0, false
 	}
 	return wait, true
