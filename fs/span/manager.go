@@ -17,7 +17,11 @@
 //   - Each span has a state (state.go, with an explicit transition table).
 //   - Readers that continue a stream trigger fetch-ahead of the next spans,
 //     several in flight at once (ahead.go); the last few verified spans are
-//     kept in memory for a short while (hot.go).
+//     kept in memory for a short while (hot.go). Span buffers are reference
+//     counted and recycled through a BufferPool that all Managers of a
+//     process should share (bufpool.go).
+//   - Memory per layer is bounded: at most MaxParallel spans buffered
+//     (compressed and uncompressed) plus HotSpans uncompressed ones.
 //   - Completion (FetchNext, driven by fs/bgfetch) streams the blob in order,
 //     so that the sha256 of all its bytes can be compared with the layer
 //     digest, every span digest is checked against the same bytes, and every
