@@ -108,24 +108,24 @@ const untilSettled = -1
 
 // ready reports whether a read needing data[:need] may be answered now,
 // and with what: a reference to the buffer, which the caller releases.
-// unverified allows answering before the digest matched. A wait
-// untilSettled gets no buffer.
-func (f *flight) ready(need int64, unverified bool) (buf *spanBuf, ok bool, err error) {
+// unverified allows answering before the digest matched; early tells that
+// it did. A wait untilSettled gets no buffer.
+func (f *flight) ready(need int64, unverified bool) (buf *spanBuf, early bool, ok bool, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
-		return nil, true, f.err
+		return nil, false, true, f.err
 	}
 	if need == untilSettled {
-		return nil, f.finished, nil
+		return nil, false, f.finished, nil
 	}
 	if f.buf != nil && f.produced >= need && (f.verified || (unverified && !f.tampered && !f.sealed)) {
 		if !f.verified {
 			f.served = max(f.served, need)
 		}
-		return f.buf.retain(), true, nil
+		return f.buf.retain(), !f.verified, true, nil
 	}
-	return nil, false, nil
+	return nil, false, false, nil
 }
 
 // watch returns a channel closed once a wait for data[:need] (see ready)
@@ -153,17 +153,21 @@ func (m *Manager) fetchSpan(ctx context.Context, id ztoc.SpanID, reason string) 
 // data[:need] may be served (see flight.ready); the caller releases it.
 func (m *Manager) waitSpan(ctx context.Context, id ztoc.SpanID, need int64, unverified bool, reason string) (*spanBuf, error) {
 	f := m.joinFlight(id, reason, need)
+	answer := func(buf *spanBuf, early bool, err error) (*spanBuf, error) {
+		m.leaveFlight(f, false)
+		if early {
+			m.metrics.UnverifiedReads.Inc()
+		}
+		return buf, err
+	}
 	for {
-		buf, ok, err := f.ready(need, unverified)
-		if ok {
-			m.leaveFlight(f, false)
-			return buf, err
+		if buf, early, ok, err := f.ready(need, unverified); ok {
+			return answer(buf, early, err)
 		}
 		ch := f.watch(need, unverified)
 		// Progress may have happened between ready and watch.
-		if buf, ok, err := f.ready(need, unverified); ok {
-			m.leaveFlight(f, false)
-			return buf, err
+		if buf, early, ok, err := f.ready(need, unverified); ok {
+			return answer(buf, early, err)
 		}
 		select {
 		case <-ch:

@@ -150,6 +150,9 @@ func TestStrictWaitsForDigest(t *testing.T) {
 	if !bytes.Equal(p, tar[s.UncompressedStart:s.UncompressedStart+512]) {
 		t.Fatal("deferred read returned wrong bytes")
 	}
+	if n := testutil.ToFloat64(metrics.UnverifiedReads); n != 1 {
+		t.Fatalf("%v unverified reads counted, want 1", n)
+	}
 	if got := testutil.ToFloat64(metrics.BytesFetched.WithLabelValues(ReasonPrefix)); got <= 0 || got >= float64(s.CompressedSize())/2 {
 		t.Fatalf("prefix request fetched %v of the span's %d bytes", got, s.CompressedSize())
 	}

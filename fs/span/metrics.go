@@ -38,6 +38,10 @@ type Metrics struct {
 	// CacheMisses counts reads of verified spans that the cache no longer
 	// held (evicted or found corrupt) and were fetched again.
 	CacheMisses prometheus.Counter
+	// UnverifiedReads counts reads answered before their span's digest was
+	// checked (deferred verification only): the exposure that mode trades
+	// for latency.
+	UnverifiedReads prometheus.Counter
 	// ReadSeconds observes ReadAt latency.
 	ReadSeconds prometheus.Histogram
 }
@@ -66,6 +70,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: "ociseek", Subsystem: "span", Name: "cache_misses_total",
 			Help: "Reads of verified spans no longer in the cache.",
 		}),
+		UnverifiedReads: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ociseek", Subsystem: "span", Name: "unverified_reads_total",
+			Help: "Reads answered before their span's digest was checked (deferred verification).",
+		}),
 		ReadSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "ociseek", Subsystem: "span", Name: "read_seconds",
 			Help:    "Latency of reads of a layer's uncompressed bytes.",
@@ -76,7 +84,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.BytesFetched, m.SpansFetched, m.FetchErrors,
-		m.VerifyFailures, m.CacheMisses, m.ReadSeconds} {
+		m.VerifyFailures, m.CacheMisses, m.UnverifiedReads, m.ReadSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register span metrics: %w", err)
 		}
