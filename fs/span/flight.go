@@ -239,6 +239,12 @@ func (m *Manager) runFlight(ctx context.Context, id ztoc.SpanID, f *flight) {
 	err := m.acquire(ctx)
 	if err == nil {
 		err = m.streamSpan(ctx, f)
+		f.mu.Lock()
+		if f.span.Checkpoint != nil {
+			m.bufs.comp.put(f.comp) // the hasher and inflater are done with it
+		}
+		f.comp = nil
+		f.mu.Unlock()
 		<-m.sem
 	}
 	if err == nil {
@@ -252,10 +258,6 @@ func (m *Manager) runFlight(ctx context.Context, id ztoc.SpanID, f *flight) {
 	err = m.settle(ctx, id, f, err)
 	f.mu.Lock()
 	f.err, f.finished = err, true
-	if f.span.Checkpoint != nil {
-		m.bufs.comp.put(f.comp) // the hasher and inflater are done with it
-	}
-	f.comp = nil
 	f.notifyLocked(true)
 	f.mu.Unlock()
 	m.mu.Lock()
