@@ -70,6 +70,7 @@ type Fetch struct {
 	MinRetryWait   Duration `toml:"min_retry_wait" comment:"First backoff between retries."`
 	MaxRetryWait   Duration `toml:"max_retry_wait" comment:"Longest backoff between retries."`
 	MaxConcurrency int      `toml:"max_concurrency" comment:"Concurrent range requests across all layers."`
+	Verify         string   `toml:"verify" comment:"When span digests are checked. strict: no byte reaches a container before its span's sha256 matched (a small read costs a whole span). deferred: a small read is answered from the first bytes of its span, which is verified as it finishes arriving; a mismatch fails the layer."`
 }
 
 // Cache configures the span cache.
@@ -184,3 +185,11 @@ func (c *Config) Encode(w io.Writer) error {
 	}
 	return nil
 }
+
+// Values of fetch.verify.
+const (
+	// VerifyStrict answers reads only from spans whose digest matched.
+	VerifyStrict = "strict"
+	// VerifyDeferred answers small reads before their span is verified.
+	VerifyDeferred = "deferred"
+)

@@ -82,6 +82,7 @@ func TestParseErrors(t *testing.T) {
 		"removed key":       {"[fuse]\nattr_timeout = \"1s\"\n", "fuse.attr_timeout: replaced by fuse.cache_timeout"},
 		"removed fetch key": {"[background_fetch]\nmax_queue = 3\n", "background_fetch.max_queue: removed"},
 		"no discovery":      {"[discovery]\nv1 = false\nv2 = false\n", "snapshotter.lazy = false"},
+		"verify mode":       {"[fetch]\nverify = \"lazy\"\n", "fetch.verify"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

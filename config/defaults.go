@@ -28,6 +28,7 @@ func Default() *Config {
 			MinRetryWait:   Dur(30 * time.Millisecond),
 			MaxRetryWait:   Dur(5 * time.Second),
 			MaxConcurrency: 64,
+			Verify:         VerifyStrict,
 		},
 		Cache: Cache{
 			MaxBytes: 10 << 30,

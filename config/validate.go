@@ -65,6 +65,9 @@ func (c *Config) Validate() error {
 	if c.Fetch.MaxConcurrency < 1 {
 		bad("fetch.max_concurrency", "must be at least 1, got %d", c.Fetch.MaxConcurrency)
 	}
+	if c.Fetch.Verify != VerifyStrict && c.Fetch.Verify != VerifyDeferred {
+		bad("fetch.verify", "must be %q or %q, got %q", VerifyStrict, VerifyDeferred, c.Fetch.Verify)
+	}
 	if c.Cache.Dir != "" && !filepath.IsAbs(c.Cache.Dir) {
 		bad("cache.dir", "must be an absolute path, got %q", c.Cache.Dir)
 	}

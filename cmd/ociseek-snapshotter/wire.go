@@ -18,6 +18,7 @@ import (
 	"github.com/ociseek/ociseek/fs/cache"
 	"github.com/ociseek/ociseek/fs/layer"
 	"github.com/ociseek/ociseek/fs/remote"
+	"github.com/ociseek/ociseek/fs/span"
 	"github.com/ociseek/ociseek/index"
 	"github.com/ociseek/ociseek/index/discover"
 	"github.com/ociseek/ociseek/snapshot"
@@ -174,6 +175,9 @@ func fsOptions(cfg *config.Config, reg prometheus.Registerer, userXattr bool) []
 		fs.WithMountOptions(layer.MountOptions{CacheTimeout: cfg.FUSE.CacheTimeout.Duration, Debug: cfg.FUSE.Debug}),
 		fs.WithCacheOptions(cache.WithMaxBytes(cacheBytes(cfg.Cache.MaxBytes))),
 		fs.WithCacheDir(cmp.Or(cfg.Cache.Dir, filepath.Join(cfg.Daemon.Root, "cache"))),
+		// One buffer pool for the spans of every layer: reusing buffers
+		// saves the page faults and zeroing of a fresh span each time.
+		fs.WithSpanOptions(span.Options{Verify: verifyMode(cfg.Fetch.Verify), Buffers: span.NewBufferPool()}),
 	}
 	if cfg.BackgroundFetch.Enable {
 		opts = append(opts, fs.WithBackgroundFetch(bgfetch.Options{
@@ -186,6 +190,14 @@ func fsOptions(cfg *config.Config, reg prometheus.Registerer, userXattr bool) []
 		opts = append(opts, fs.WithUserXattr())
 	}
 	return opts
+}
+
+// verifyMode maps fetch.verify (validated by config) to the span option.
+func verifyMode(v string) span.VerifyMode {
+	if v == config.VerifyDeferred {
+		return span.VerifyDeferred
+	}
+	return span.VerifyStrict
 }
 
 // lazyFS is fs.FS as the snapshotter's FileSystem. An unpack without image
@@ -251,7 +263,10 @@ func newAuthClient(cfg *config.Config) (*auth.Client, error) {
 		return nil, fmt.Errorf("open registry credentials: %w", err)
 	}
 	return &auth.Client{
-		Client:     retry.DefaultClient,
+		// remote.NewTransport keeps enough idle connections for
+		// fetch-ahead's parallel range reads (the default keeps two per
+		// host, so every further request would dial again).
+		Client:     &http.Client{Transport: retry.NewTransport(remote.NewTransport())},
 		Cache:      auth.NewCache(),
 		Credential: freshCredentials(open),
 		Header:     http.Header{"User-Agent": {"ociseek-snapshotter"}},
