@@ -73,6 +73,7 @@ var ErrClosed = errors.New("file system closed")
 // FS mounts layers lazily and tracks them by mountpoint. It is safe for
 // concurrent use. Close unmounts everything and stops background work.
 type FS struct {
+	root    string
 	src     ZtocSource
 	blobs   BlobOpener
 	cfg     options
@@ -107,6 +108,10 @@ func New(root string, src ZtocSource, blobs BlobOpener, opts ...Opt) (*FS, error
 	if err := checkFUSE(); err != nil {
 		return nil, err
 	}
+	// Passthrough copies of a previous run are referenced by nothing.
+	if err := os.RemoveAll(filepath.Join(root, filesDirName)); err != nil {
+		return nil, fmt.Errorf("new file system: remove old passthrough copies: %w", err)
+	}
 	if cfg.cacheDir == "" {
 		cfg.cacheDir = filepath.Join(root, "cache")
 	}
@@ -114,7 +119,7 @@ func New(root string, src ZtocSource, blobs BlobOpener, opts ...Opt) (*FS, error
 	if err != nil {
 		return nil, fmt.Errorf("new file system: open span cache: %w", err)
 	}
-	f := &FS{src: src, blobs: blobs, cfg: cfg, cache: c, layers: map[string]*mounted{}}
+	f := &FS{root: root, src: src, blobs: blobs, cfg: cfg, cache: c, layers: map[string]*mounted{}}
 	if f.spanMet, err = span.NewMetrics(cfg.registerer); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("new file system: %w", err)
@@ -209,6 +214,7 @@ type options struct {
 	mountOpts     layer.MountOptions
 	layerOpts     layer.Options
 	maxFetches    int
+	passthrough   bool
 }
 
 func defaultOptions() options {
@@ -216,6 +222,7 @@ func defaultOptions() options {
 		mountTimeout:  DefaultMountTimeout,
 		checkInterval: DefaultCheckInterval,
 		checkTimeout:  DefaultCheckTimeout,
+		passthrough:   true,
 	}
 }
 
@@ -313,6 +320,19 @@ func WithMountOptions(mo layer.MountOptions) Opt {
 func WithUserXattr() Opt {
 	return func(o *options) error {
 		o.layerOpts.UserXattr = true
+		return nil
+	}
+}
+
+// WithPassthrough turns FUSE passthrough of complete layers on (the
+// default) or off. On, a regular file opened in a layer whose every span
+// is fetched and verified is copied once to <root>/files (removed on
+// Unmount) and the kernel reads it directly, as fast as local disk; the
+// copies count toward no cache bound. It needs Linux 6.9 or later;
+// older kernels refuse it and reads go through FUSE as when it is off.
+func WithPassthrough(on bool) Opt {
+	return func(o *options) error {
+		o.passthrough = on
 		return nil
 	}
 }

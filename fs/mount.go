@@ -25,6 +25,7 @@ type mounted struct {
 	mountpoint string
 	ref        LayerRef
 	mgr        *span.Manager
+	files      *localFiles // nil when passthrough is off
 	blob       *liveBlob
 	server     *fuse.Server
 	entries    int
@@ -109,7 +110,13 @@ func (f *FS) assemble(ctx context.Context, mp string, ref LayerRef) (*mounted, e
 		return nil, fmt.Errorf("mount layer %s at %s: %w", ref.LayerDigest, mp, err)
 	}
 	m := &mounted{mountpoint: mp, ref: ref, mgr: mgr, blob: blob, mountedAt: time.Now()}
+	if f.cfg.passthrough {
+		m.files = newLocalFiles(mgr, filepath.Join(f.root, filesDirName), ref.LayerDigest.Encoded(), log.G(ctx))
+	}
 	if err := f.serve(ctx, m, z); err != nil {
+		if m.files != nil {
+			_ = m.files.release()
+		}
 		mgr.Close()
 		return nil, fmt.Errorf("mount layer %s at %s: %w", ref.LayerDigest, mp, err)
 	}
@@ -152,7 +159,11 @@ func (f *FS) resolve(ctx context.Context, ref *LayerRef) (*ztoc.Ztoc, *liveBlob,
 func (f *FS) serve(ctx context.Context, m *mounted, z *ztoc.Ztoc) error {
 	lo := f.cfg.layerOpts
 	lo.Logger = log.G(ctx)
-	root, err := layer.New(z.TOC, m.mgr, lo)
+	var r layer.Reader = m.mgr
+	if m.files != nil {
+		r = m.files // for FUSE passthrough once the layer is complete
+	}
+	root, err := layer.New(z.TOC, r, lo)
 	if err != nil {
 		return err
 	}
@@ -205,7 +216,8 @@ func (f *FS) Unmount(ctx context.Context, mountpoint string) error {
 	return nil
 }
 
-// release ends one mount: background job, FUSE server, span manager.
+// release ends one mount: background job, FUSE server, passthrough
+// copies, span manager.
 func (f *FS) release(m *mounted) error {
 	if f.sched != nil {
 		f.sched.Remove(m.mountpoint)
@@ -216,6 +228,11 @@ func (f *FS) release(m *mounted) error {
 		derr := syscall.Unmount(m.mountpoint, syscall.MNT_DETACH)
 		if derr != nil && !errors.Is(derr, syscall.EINVAL) {
 			errs = append(errs, fmt.Errorf("unmount %s: %w (detach: %v)", m.mountpoint, err, derr))
+		}
+	}
+	if m.files != nil {
+		if err := m.files.release(); err != nil {
+			errs = append(errs, fmt.Errorf("release layer %s: %w", m.ref.LayerDigest, err))
 		}
 	}
 	if err := m.mgr.Close(); err != nil {
