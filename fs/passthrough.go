@@ -24,6 +24,12 @@ import (
 // so a file is materialised: copied once, through the span manager, into a
 // file of its own under the mount's directory in <root>/files.
 //
+// The kernel refuses (EIO) to open a file for passthrough while it is open
+// without, and the other way round. fs/layer does not tell us when its
+// handles close, so the choice is made once per file and mount, on the
+// file's first open, and kept: a file first opened before the layer was
+// complete is read through FUSE for as long as it stays mounted.
+//
 // Disk use: a materialised file is a second copy of bytes the span cache
 // already holds, and it counts toward no cache bound. It is bounded by the
 // regular files opened in complete layers, and freed when the layer is
@@ -33,11 +39,6 @@ const (
 	// filesDirName is the directory under the FS root holding every
 	// mount's materialised files.
 	filesDirName = "files"
-	// syncCopyLimit is the largest file copied during the open that first
-	// asks for it (a few milliseconds of copying). Larger files are copied
-	// in the background while that open reads through FUSE, so an open
-	// that reads a header of a huge file is not kept waiting.
-	syncCopyLimit = 8 << 20
 	// copyChunk is the size of each read from the span manager.
 	copyChunk = 1 << 20
 )
@@ -60,12 +61,11 @@ type localFiles struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	group  singleflight.Group // one copy per file at a time
-	bg     chan struct{}      // one background copy per layer at a time
 
 	mu       sync.Mutex
 	dir      string         // the mount's own dir, made by the first copy
 	released bool           // no copies may start
-	failed   map[int64]bool // files whose copy failed, by data offset
+	local    map[int64]bool // the choice per file, by data offset: true for passthrough
 }
 
 var (
@@ -79,7 +79,7 @@ var (
 func newLocalFiles(mgr *span.Manager, parent, layer string, lg *log.Entry) *localFiles {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &localFiles{mgr: mgr, parent: parent, prefix: layer, log: lg, ctx: ctx, cancel: cancel,
-		bg: make(chan struct{}, 1), failed: map[int64]bool{}}
+		local: map[int64]bool{}}
 }
 
 // ReadAt reads the layer's tar bytes through the span manager.
@@ -92,45 +92,77 @@ func (l *localFiles) VerifyEntry(ctx context.Context, e *ztoc.FileMetadata) erro
 	return l.mgr.VerifyEntry(ctx, e)
 }
 
-// LocalFile returns e's bytes as a local file once the layer is complete
-// (every span and the layer digest verified) and not failed. The first
-// open of a small file copies it; a large file is copied in the
-// background and this open gets false (reads go through FUSE). A copy
-// that fails (full disk) is not retried for this mount.
+// LocalFile returns e's bytes as a local file when e is chosen for
+// passthrough. The choice is made on e's first open: passthrough if the
+// layer is complete (every span and the layer digest verified), not
+// failed, and the copy succeeds; that open waits for the copy (about one
+// read of the file from the span cache; not cut short by ctx, as every
+// concurrent open must get the same answer). A failed copy (full disk)
+// leaves e on FUSE.
 func (l *localFiles) LocalFile(ctx context.Context, e *ztoc.FileMetadata) (*os.File, bool) {
-	if e.Type != ztoc.TypeReg || e.UncompressedSize <= 0 || !l.mgr.Complete() || l.mgr.Failed() != nil {
+	if e.Type != ztoc.TypeReg || e.UncompressedSize <= 0 {
 		return nil, false
 	}
-	if f := l.open(e); f != nil {
-		return f, true
+	local, decided := l.choice(e)
+	if !decided {
+		local = l.decide(e)
 	}
-	if l.hasFailed(e) {
+	if !local {
 		return nil, false
 	}
-	if e.UncompressedSize > syncCopyLimit {
-		l.copyInBackground(e)
+	f, err := l.open(e)
+	if err != nil {
+		// Rare (out of descriptors); the kernel fails this open (EIO)
+		// if other opens of e use passthrough.
+		l.log.WithError(err).Warn("open the passthrough copy of a layer file")
 		return nil, false
 	}
-	ch := l.group.DoChan(fileKey(e), func() (any, error) {
-		if !l.start() {
-			return nil, errFilesClosed
+	return f, true
+}
+
+// choice returns the choice made for e, if any.
+func (l *localFiles) choice(e *ztoc.FileMetadata) (local, decided bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	local, decided = l.local[e.UncompressedOffset]
+	return local, decided
+}
+
+// decide makes the choice for e; concurrent first opens share one copy.
+func (l *localFiles) decide(e *ztoc.FileMetadata) bool {
+	var err error
+	if !l.mgr.Complete() || l.mgr.Failed() != nil {
+		err = errors.New("layer not complete")
+	} else {
+		_, err, _ = l.group.Do(fileKey(e), func() (any, error) {
+			if _, decided := l.choice(e); decided {
+				return nil, nil // a flight that just ended chose
+			}
+			if !l.start() {
+				return nil, errFilesClosed
+			}
+			defer l.wg.Done()
+			if err := l.copyFile(e); err != nil {
+				return nil, err
+			}
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			if _, decided := l.local[e.UncompressedOffset]; !decided {
+				l.local[e.UncompressedOffset] = true // before the next flight looks
+			}
+			return nil, nil
+		})
+		if err != nil && l.ctx.Err() == nil {
+			l.log.WithError(err).Warn("copy a file of a complete layer for passthrough; its reads stay on FUSE")
 		}
-		defer l.wg.Done()
-		return nil, l.materialise(e)
-	})
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return nil, false
-		}
-	case <-ctx.Done():
-		// The copy goes on for the next open; this one reads via FUSE.
-		return nil, false
 	}
-	if f := l.open(e); f != nil {
-		return f, true
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if local, decided := l.local[e.UncompressedOffset]; decided {
+		return local
 	}
-	return nil, false
+	l.local[e.UncompressedOffset] = err == nil
+	return err == nil
 }
 
 // fileKey names e's copy: its data offset is unique in the layer, and
@@ -139,30 +171,20 @@ func fileKey(e *ztoc.FileMetadata) string {
 	return strconv.FormatInt(e.UncompressedOffset, 10)
 }
 
-// open opens e's copy, if there is one of the right size.
-func (l *localFiles) open(e *ztoc.FileMetadata) *os.File {
+// open opens e's copy, checking its size.
+func (l *localFiles) open(e *ztoc.FileMetadata) (*os.File, error) {
 	l.mu.Lock()
 	dir := l.dir
 	l.mu.Unlock()
-	if dir == "" {
-		return nil
-	}
 	f, err := os.Open(filepath.Join(dir, fileKey(e)))
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	if st, err := f.Stat(); err != nil || st.Size() != e.UncompressedSize {
 		f.Close()
-		return nil
+		return nil, fmt.Errorf("passthrough copy of %s is not %d bytes (%v)", e.Name, e.UncompressedSize, err)
 	}
-	return f
-}
-
-// hasFailed reports whether copying e failed before.
-func (l *localFiles) hasFailed(e *ztoc.FileMetadata) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.failed[e.UncompressedOffset]
+	return f, nil
 }
 
 // start registers a copy with wg, unless the layer is released.
@@ -176,45 +198,8 @@ func (l *localFiles) start() bool {
 	return true
 }
 
-// copyInBackground starts copying e unless another background copy of
-// this layer is running (a later open asks again).
-func (l *localFiles) copyInBackground(e *ztoc.FileMetadata) {
-	select {
-	case l.bg <- struct{}{}:
-	default:
-		return
-	}
-	if !l.start() {
-		<-l.bg
-		return
-	}
-	go func() {
-		defer l.wg.Done()
-		defer func() { <-l.bg }()
-		_, _, _ = l.group.Do(fileKey(e), func() (any, error) { return nil, l.materialise(e) })
-	}()
-}
-
-// materialise copies e's bytes into the mount's dir: a temporary file,
-// size-checked, renamed into place so that open never sees a partial
-// copy. A failure is logged (the open falls back to FUSE reads) and,
-// unless the layer is being released, remembered.
-func (l *localFiles) materialise(e *ztoc.FileMetadata) error {
-	if f := l.open(e); f != nil {
-		f.Close()
-		return nil // copied by a flight that just ended
-	}
-	err := l.copyFile(e)
-	if err != nil && l.ctx.Err() == nil {
-		l.mu.Lock()
-		l.failed[e.UncompressedOffset] = true
-		l.mu.Unlock()
-		l.log.WithError(err).Warn("copy a file of a complete layer for passthrough; its reads stay on FUSE")
-	}
-	return err
-}
-
-// copyFile does materialise's work.
+// copyFile copies e's bytes into the mount's dir: a temporary file,
+// size-checked, renamed into place so that no open sees a partial copy.
 func (l *localFiles) copyFile(e *ztoc.FileMetadata) (err error) {
 	dir, err := l.ensureDir()
 	if err != nil {
