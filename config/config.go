@@ -61,6 +61,7 @@ type FUSE struct {
 	CacheTimeout Duration `toml:"cache_timeout" comment:"How long the kernel caches file attributes, name lookups and failed lookups (one value: a layer never changes while mounted)."`
 	MountTimeout Duration `toml:"mount_timeout" comment:"Longest time a layer mount may take (index discovery and zTOC fetch included)."`
 	Debug        bool     `toml:"debug" comment:"Log every FUSE operation (very verbose)."`
+	Passthrough  bool     `toml:"passthrough" comment:"Once a layer is fully fetched and verified, let the kernel read its files straight from local copies under <root>/fs/files (FUSE passthrough, Linux 6.9 or later). The copies are removed on unmount and do not count toward cache.max_bytes."`
 }
 
 // Fetch configures registry range reads.

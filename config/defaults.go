@@ -21,6 +21,7 @@ func Default() *Config {
 		FUSE: FUSE{
 			CacheTimeout: Dur(24 * time.Hour),
 			MountTimeout: Dur(30 * time.Second),
+			Passthrough:  true,
 		},
 		Fetch: Fetch{
 			RequestTimeout: Dur(5 * time.Minute),

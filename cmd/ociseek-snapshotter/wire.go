@@ -171,6 +171,7 @@ func fsOptions(cfg *config.Config, reg prometheus.Registerer, userXattr bool) []
 	opts := []fs.Opt{
 		fs.WithRegisterer(reg),
 		fs.WithMountTimeout(cfg.FUSE.MountTimeout.Duration),
+		fs.WithPassthrough(cfg.FUSE.Passthrough),
 		fs.WithMaxFetches(cfg.Fetch.MaxConcurrency),
 		fs.WithMountOptions(layer.MountOptions{CacheTimeout: cfg.FUSE.CacheTimeout.Duration, Debug: cfg.FUSE.Debug}),
 		fs.WithCacheOptions(cache.WithMaxBytes(cacheBytes(cfg.Cache.MaxBytes))),
