@@ -24,6 +24,19 @@ type fileNode struct {
 	// set once VerifyEntry has succeeded, so a failed check is retried.
 	verifyMu sync.Mutex
 	verified bool
+
+	// The kernel keeps one I/O mode per inode: while any open of the
+	// file uses FUSE passthrough, an open without it fails with EIO, and
+	// the other way round (fs/fuse/iomode.c, iocachectr). So the open
+	// handles are counted by kind and every new open joins the kind
+	// already open; only an open with none of either asks the LocalFiler.
+	// The kernel forgets a handle before it sends RELEASE, so these
+	// counts are never below its own: at worst a new open keeps the old
+	// kind a little longer, never mixes.
+	openMu    sync.Mutex
+	fuseOpens int      // handles read through this process
+	openLocal int      // handles offered for passthrough
+	local     *os.File // while openLocal > 0: the bytes on local disk, shared by those handles
 }
 
 var (
@@ -41,8 +54,9 @@ func (n *fileNode) Flush(ctx context.Context, f fusefs.FileHandle) syscall.Errno
 
 // Open refuses writes, verifies the file on its first open (when the Reader
 // is a Verifier), and asks the kernel to keep cached pages across opens: the
-// content never changes. When the Reader is a LocalFiler with the whole file
-// on disk, the handle offers the file for FUSE passthrough.
+// content never changes. The handle offers the file for FUSE passthrough when
+// other passthrough handles are open, or when none of either kind is and the
+// Reader, a LocalFiler, has the whole file on disk.
 func (n *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0 {
 		return nil, 0, syscall.EROFS
@@ -50,17 +64,64 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 	if err := n.verify(ctx); err != nil {
 		return nil, 0, n.toErrno(ctx, "verify", err)
 	}
-	h := &handle{}
-	if lf, ok := n.r.(LocalFiler); ok {
-		if f, ok := lf.LocalFile(ctx, n.m.entry); ok {
-			if st, err := f.Stat(); err == nil && st.Size() == n.m.size {
-				h.local = f
-			} else {
-				f.Close()
-			}
-		}
+	h := n.openHandle(ctx)
+	if o, ok := n.r.(OpenObserver); ok {
+		o.Opened(n.m.entry, h.local != nil)
 	}
 	return h, fuse.FOPEN_KEEP_CACHE, fusefs.OK
+}
+
+// openHandle makes a handle of the kind the open handles have, counting it.
+func (n *fileNode) openHandle(ctx context.Context) *handle {
+	n.openMu.Lock()
+	defer n.openMu.Unlock()
+	h := &handle{node: n}
+	if n.openLocal == 0 && n.fuseOpens == 0 {
+		n.local = n.localFile(ctx)
+	}
+	if n.local != nil && n.fuseOpens == 0 {
+		h.local = n.local
+		n.openLocal++
+	} else {
+		n.fuseOpens++
+	}
+	return h
+}
+
+// localFile asks the Reader for the file on local disk; nil when it has
+// none, or one whose size disagrees with the TOC.
+func (n *fileNode) localFile(ctx context.Context) *os.File {
+	lf, ok := n.r.(LocalFiler)
+	if !ok {
+		return nil
+	}
+	f, ok := lf.LocalFile(ctx, n.m.entry)
+	if !ok {
+		return nil
+	}
+	if st, err := f.Stat(); err != nil || st.Size() != n.m.size {
+		f.Close()
+		return nil
+	}
+	return f
+}
+
+// closeHandle uncounts h; the last passthrough handle closes the local
+// file (the kernel holds its own reference for as long as it needs one).
+func (n *fileNode) closeHandle(h *handle) {
+	n.openMu.Lock()
+	defer n.openMu.Unlock()
+	if h.local == nil {
+		n.fuseOpens--
+		return
+	}
+	h.local = nil
+	if n.openLocal--; n.openLocal == 0 {
+		if err := n.local.Close(); err != nil {
+			n.log.WithError(err).WithField("file", n.m.entry.Name).Warn("close local copy of a layer file")
+		}
+		n.local = nil
+	}
 }
 
 func (n *fileNode) verify(ctx context.Context) error {
@@ -104,9 +165,10 @@ func (n *fileNode) Read(ctx context.Context, fh fusefs.FileHandle, dest []byte, 
 }
 
 // handle is an open regular file. local, when set, holds the file's bytes
-// on local disk, used for passthrough (or, if the kernel refuses that, for
-// reads spliced from the fd).
+// on local disk (shared with the node's other passthrough handles), used for
+// passthrough or, if the kernel refuses that, for reads spliced from the fd.
 type handle struct {
+	node  *fileNode
 	local *os.File
 }
 
@@ -115,8 +177,10 @@ var (
 	_ = (fusefs.FileReleaser)((*handle)(nil))
 )
 
-// PassthroughFd offers the local file to the kernel. go-fuse calls it once,
-// during Open; the kernel keeps its own reference to the backing file.
+// PassthroughFd offers the local file to the kernel. go-fuse asks only
+// the first handle of an inode with no backing file registered and shares
+// that registration with the inode's later handles; the kernel keeps its
+// own reference to the backing file.
 func (h *handle) PassthroughFd() (int, bool) {
 	if h.local == nil {
 		return -1, false
@@ -124,14 +188,9 @@ func (h *handle) PassthroughFd() (int, bool) {
 	return int(h.local.Fd()), true
 }
 
-// Release closes the local file, if any.
+// Release uncounts the handle.
 func (h *handle) Release(ctx context.Context) syscall.Errno {
-	if h.local != nil {
-		if err := h.local.Close(); err != nil {
-			log.G(ctx).WithError(err).Warn("close local copy of a layer file")
-		}
-		h.local = nil
-	}
+	h.node.closeHandle(h)
 	return fusefs.OK
 }
 

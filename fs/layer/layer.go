@@ -84,9 +84,20 @@ type Verifier interface {
 // every byte of entry's file is on local disk, LocalFile returns an open file
 // whose contents are exactly the file's bytes (offset 0 is the file's first
 // byte) and true; the kernel then serves reads from it directly. The layer
-// closes the returned file when the FUSE file handle is released.
+// asks only when the file has no open handle (the kernel refuses to mix
+// passthrough and other opens of one file), shares the returned file among
+// the handles opened while it is in use, and closes it when the last of
+// them is released.
 type LocalFiler interface {
 	LocalFile(ctx context.Context, entry *ztoc.FileMetadata) (*os.File, bool)
+}
+
+// OpenObserver is an optional extension of Reader, for metrics: Opened is
+// called after each successful open of a regular file, with whether the
+// handle was offered to the kernel for passthrough (the kernel then reads
+// the local file without asking this process).
+type OpenObserver interface {
+	Opened(entry *ztoc.FileMetadata, passthrough bool)
 }
 
 // Options are the knobs of New. The zero value is valid.
