@@ -116,6 +116,8 @@ type Cache struct {
 	used    int64
 	closed  bool
 	stats   Stats
+
+	bufs sync.Pool // *[]byte of maxPooledRead capacity, for ReadAt
 }
 
 // New opens (creating if needed) a cache in dir. Temp files left by a crash

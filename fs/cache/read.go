@@ -24,7 +24,7 @@ func (c *Cache) ReadAt(key string, p []byte, off int64) (int, error) {
 	if off >= e.dataLen {
 		return 0, io.EOF
 	}
-	n, err := readVerified(e, p, off)
+	n, err := c.readVerified(e, p, off)
 	if errors.Is(err, errCorrupt) || errors.Is(err, os.ErrNotExist) || errors.Is(err, io.ErrUnexpectedEOF) {
 		if !errors.Is(err, os.ErrNotExist) {
 			c.dropCorrupt(e)
@@ -71,9 +71,29 @@ func (c *Cache) dropCorrupt(e *entry) {
 	}
 }
 
+// maxPooledRead bounds the block-aligned buffers kept for reuse: FUSE reads
+// are at most 128 KiB, plus a block on each side.
+const maxPooledRead = 256 << 10
+
+// scratch returns a buffer of n bytes for readVerified and the func that
+// gives it back. A small-file read touches a block or two, and a daemon
+// serving many of them from the cache allocated the blocks afresh each
+// time: most of its garbage, and so of its peak heap.
+func (c *Cache) scratch(n int64) ([]byte, func()) {
+	if n > maxPooledRead {
+		return make([]byte, n), func() {}
+	}
+	bp, _ := c.bufs.Get().(*[]byte)
+	if bp == nil || int64(cap(*bp)) < n {
+		b := make([]byte, 0, maxPooledRead)
+		bp = &b
+	}
+	return (*bp)[:n], func() { c.bufs.Put(bp) }
+}
+
 // readVerified reads the blocks covering [off, off+len(p)) ∩ data, checks
 // their CRCs and copies the requested bytes into p.
-func readVerified(e *entry, p []byte, off int64) (int, error) {
+func (c *Cache) readVerified(e *entry, p []byte, off int64) (int, error) {
 	f, err := os.Open(e.path)
 	if err != nil {
 		return 0, err
@@ -90,7 +110,8 @@ func readVerified(e *entry, p []byte, off int64) (int, error) {
 	first, last := off/e.blockSize, (end-1)/e.blockSize
 	bufStart := first * e.blockSize
 	bufEnd := min((last+1)*e.blockSize, e.dataLen)
-	buf := make([]byte, bufEnd-bufStart)
+	buf, done := c.scratch(bufEnd - bufStart)
+	defer done()
 	if _, err := f.ReadAt(buf, bufStart); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF

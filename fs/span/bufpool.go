@@ -2,42 +2,164 @@ package span
 
 import (
 	"fmt"
+	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
+)
+
+// Defaults of a BufferPool's bounds.
+const (
+	// DefaultPoolBytes bounds the free buffers a BufferPool keeps: enough
+	// for the flights of a sequential reader to reuse the buffers of the
+	// spans it left behind (a few 4 MiB spans and their ~1 MiB compressed
+	// bytes), no more.
+	DefaultPoolBytes int64 = 24 << 20
+	// DefaultPoolIdle is how long a BufferPool keeps free buffers after the
+	// last span was fetched. Readers that pause for longer start again with
+	// fresh allocations, which costs a little CPU; a daemon holding tens of
+	// megabytes while no container reads costs every other process on the
+	// node.
+	DefaultPoolIdle = 3 * time.Second
+	// gcAfterRelease is how much an idle release must drop before the pool
+	// asks for a collection (see bufPool.trim).
+	gcAfterRelease = 8 << 20
 )
 
 // BufferPool recycles span buffers among the Managers that share it: give
 // every Manager of a daemon the same one (Options.Buffers), so a layer's
 // first spans reuse memory another layer's reads released. Without reuse
-// every span read allocates ~6 MiB (compressed and uncompressed) that the
-// kernel must fault in and zero. Buffers are dropped at garbage collection,
-// so an idle daemon holds none. The zero value is ready to use.
+// every span read allocates ~5 MiB (compressed and uncompressed) that the
+// kernel must fault in and zero. The free buffers it keeps are bounded in
+// bytes, and all are dropped once no span was fetched for a few seconds, so
+// an idle daemon holds none. The zero value is ready to use, with the
+// default bounds.
 type BufferPool struct {
-	data, comp bufPool
+	p bufPool
 }
 
-// NewBufferPool returns an empty BufferPool.
+// NewBufferPool returns an empty BufferPool with the default bounds
+// (DefaultPoolBytes, DefaultPoolIdle).
 func NewBufferPool() *BufferPool { return &BufferPool{} }
 
-// bufPool recycles span-sized buffers. Without it every span read
-// allocates ~6 MiB (compressed and uncompressed) that the kernel must fault
-// in and zero: about a fifth of a sequential read's CPU. A sync.Pool drops
-// its buffers at garbage collection, so an idle layer holds none.
-type bufPool struct{ p sync.Pool }
+// NewBoundedBufferPool returns an empty BufferPool that keeps at most
+// maxBytes of free buffers and drops them idle after the last span fetch;
+// zero values take the defaults, a negative maxBytes keeps nothing.
+func NewBoundedBufferPool(maxBytes int64, idle time.Duration) *BufferPool {
+	return &BufferPool{p: bufPool{maxBytes: maxBytes, idle: idle}}
+}
+
+// FreeBytes returns the bytes of free buffers the pool holds now.
+func (p *BufferPool) FreeBytes() int64 {
+	p.p.mu.Lock()
+	defer p.p.mu.Unlock()
+	return p.p.bytes
+}
+
+// bufPool is a byte-bounded free list of span-sized buffers. A sync.Pool
+// was used first; it lost its buffers at every collection (so a busy
+// reader re-allocated them anyway) and kept them for as long as no
+// collection ran (so an idle daemon, which allocates nothing, kept them for
+// minutes).
+type bufPool struct {
+	maxBytes int64         // 0: DefaultPoolBytes; negative: keep nothing
+	idle     time.Duration // 0: DefaultPoolIdle
+
+	// mu guards the fields below.
+	mu      sync.Mutex
+	free    [][]byte // capacities vary: compressed and uncompressed spans
+	bytes   int64    // sum of cap(free[i])
+	lastGet time.Time
+	timer   *time.Timer
+}
+
+func (p *bufPool) limits() (int64, time.Duration) {
+	maxBytes, idle := p.maxBytes, p.idle
+	if maxBytes == 0 {
+		maxBytes = DefaultPoolBytes
+	}
+	if idle <= 0 {
+		idle = DefaultPoolIdle
+	}
+	return maxBytes, idle
+}
 
 // get returns a buffer of n bytes. Its contents are stale: callers fill it
-// before anyone reads it.
+// before anyone reads it. The smallest free buffer that fits is taken, so
+// compressed-size requests do not take uncompressed-size buffers.
 func (p *bufPool) get(n int64) []byte {
-	if v, _ := p.p.Get().(*[]byte); v != nil && int64(cap(*v)) >= n && int64(cap(*v)) <= 2*n {
-		return (*v)[:n]
+	p.mu.Lock()
+	p.lastGet = time.Now()
+	best := -1
+	for i, b := range p.free {
+		if c := int64(cap(b)); c >= n && c <= 2*n && (best < 0 || c < int64(cap(p.free[best]))) {
+			best = i
+		}
 	}
+	if best >= 0 {
+		b := p.free[best]
+		p.free = slices.Delete(p.free, best, best+1)
+		p.bytes -= int64(cap(b))
+		p.mu.Unlock()
+		return b[:n]
+	}
+	p.mu.Unlock()
 	// Headroom: spans of one layer differ in size by a few KiB.
 	return make([]byte, n, n+n/16)
 }
 
+// put returns b to the pool, or to the garbage collector when the pool is
+// full (dropping its smallest buffers first, which are the cheapest to
+// allocate again).
 func (p *bufPool) put(b []byte) {
-	if cap(b) > 0 {
-		p.p.Put(&b)
+	if cap(b) == 0 {
+		return
+	}
+	maxBytes, idle := p.limits()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if int64(cap(b)) > maxBytes {
+		return
+	}
+	p.free = append(p.free, b[:0])
+	p.bytes += int64(cap(b))
+	if p.bytes > maxBytes {
+		slices.SortFunc(p.free, func(x, y []byte) int { return cap(y) - cap(x) })
+		for p.bytes > maxBytes {
+			last := len(p.free) - 1
+			p.bytes -= int64(cap(p.free[last]))
+			p.free[last] = nil
+			p.free = p.free[:last]
+		}
+	}
+	if p.timer == nil {
+		p.timer = time.AfterFunc(idle, p.trim)
+	}
+}
+
+// trim drops every free buffer once no buffer was taken for the idle
+// period, and re-arms otherwise. Dropped buffers only become free memory at
+// the next collection, and an idle daemon allocates nothing that would
+// start one (the runtime forces one only every two minutes), so after
+// releasing a sizeable amount it runs one: the scavenger then returns the
+// pages to the OS in the background. Pages are not forced back at once
+// (debug.FreeOSMemory): that would stall and fault them in again on the
+// next burst.
+func (p *bufPool) trim() {
+	_, idle := p.limits()
+	p.mu.Lock()
+	if wait := idle - time.Since(p.lastGet); wait > 0 {
+		p.timer.Reset(wait)
+		p.mu.Unlock()
+		return
+	}
+	released := p.bytes
+	clear(p.free)
+	p.free, p.bytes, p.timer = nil, 0, nil
+	p.mu.Unlock()
+	if released >= gcAfterRelease {
+		runtime.GC()
 	}
 }
 

@@ -241,7 +241,7 @@ func (m *Manager) runFlight(ctx context.Context, id ztoc.SpanID, f *flight) {
 		err = m.streamSpan(ctx, f)
 		f.mu.Lock()
 		if f.span.Checkpoint != nil {
-			m.bufs.comp.put(f.comp) // the hasher and inflater are done with it
+			m.bufs.p.put(f.comp) // the hasher and inflater are done with it
 		}
 		f.comp = nil
 		f.mu.Unlock()
@@ -282,10 +282,10 @@ func (m *Manager) acquire(ctx context.Context) error {
 func (m *Manager) streamSpan(ctx context.Context, f *flight) error {
 	s := f.span
 	// Sizes are bounded by MaxSpanBytes in New.
-	buf := newSpanBuf(&m.bufs.data, s.UncompressedSize())
+	buf := newSpanBuf(&m.bufs.p, s.UncompressedSize())
 	comp := buf.b // a tar layer: the span is its own bytes
 	if s.Checkpoint != nil {
-		comp = m.bufs.comp.get(s.CompressedSize())
+		comp = m.bufs.p.get(s.CompressedSize())
 	}
 	f.mu.Lock()
 	f.comp, f.data, f.buf = comp, buf.b, buf

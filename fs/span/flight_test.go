@@ -366,3 +366,68 @@ func TestStreams(t *testing.T) {
 		t.Fatal("first stream lost")
 	}
 }
+
+func TestHotSpansKeepSpansFetchedAhead(t *testing.T) {
+	h := newHotSpans(3)
+	defer h.close()
+	var pool bufPool
+	p := make([]byte, 1)
+	add := func(id ztoc.SpanID) {
+		b := newSpanBuf(&pool, 4)
+		h.add(id, b)
+		b.release()
+	}
+	// A sequential reader in span 0 while spans 1 and 2 arrive ahead of it.
+	add(0)
+	add(1)
+	add(2)
+	h.read(0, p, 0)
+	// It moves on to span 1, and span 3 arrives: span 0 (behind the reader)
+	// must go, not span 2 (ahead of it, never read yet).
+	h.read(1, p, 0)
+	add(3)
+	for _, id := range []ztoc.SpanID{1, 2, 3} {
+		if !h.has(id) {
+			t.Fatalf("span %d dropped; spans behind the reader should go first", id)
+		}
+	}
+	if h.has(0) {
+		t.Fatal("span 0, behind the reader, still held")
+	}
+}
+
+func TestBufferPoolBounds(t *testing.T) {
+	pool := NewBoundedBufferPool(10<<10, 50*time.Millisecond)
+	p := &pool.p
+	a, b, c := p.get(4<<10), p.get(4<<10), p.get(1<<10)
+	p.put(a)
+	p.put(b)
+	p.put(c)
+	if got := pool.FreeBytes(); got > 10<<10 {
+		t.Fatalf("pool keeps %d bytes, bound is %d", got, 10<<10)
+	}
+	// The smallest buffer that fits is taken.
+	if got := p.get(1 << 10); cap(got) != cap(c) {
+		t.Fatalf("got a %d-byte buffer for 1 KiB", cap(got))
+	}
+	if got := p.get(3 << 10); cap(got) < 3<<10 || len(got) != 3<<10 {
+		t.Fatalf("got len %d cap %d for 3 KiB", len(got), cap(got))
+	}
+	p.put(make([]byte, 100<<10)) // larger than the whole bound: not kept
+	if got := pool.FreeBytes(); got > 10<<10 {
+		t.Fatalf("pool keeps %d bytes after an oversized put", got)
+	}
+	p.put(make([]byte, 2<<10))
+	deadline := time.Now().Add(5 * time.Second)
+	for pool.FreeBytes() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("pool still keeps %d bytes long after its idle period", pool.FreeBytes())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	none := NewBoundedBufferPool(-1, 0)
+	none.p.put(make([]byte, 1024))
+	if none.FreeBytes() != 0 {
+		t.Fatal("a pool bounded at nothing kept a buffer")
+	}
+}

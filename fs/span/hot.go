@@ -32,6 +32,7 @@ type hotSpan struct {
 	id   ztoc.SpanID
 	buf  *spanBuf // one reference held while listed
 	used time.Time
+	read bool // a reader copied from it (it was not only fetched ahead)
 }
 
 func newHotSpans(n int) *hotSpans { return &hotSpans{max: n} }
@@ -49,13 +50,29 @@ func (h *hotSpans) add(id ztoc.SpanID, buf *spanBuf) {
 	}
 	h.removeLocked(id)
 	if len(h.ents) >= h.max {
-		h.ents[0].buf.release()
-		h.ents = slices.Delete(h.ents, 0, 1)
+		h.evictLocked()
 	}
 	h.ents = append(h.ents, hotSpan{id: id, buf: buf.retain(), used: time.Now()})
 	if h.timer == nil {
 		h.timer = time.AfterFunc(hotIdle, h.trim)
 	}
+}
+
+// evictLocked drops the least recently used entry that was read, or the
+// oldest if none was. Plain LRU order dropped spans fetched ahead before
+// the sequential reader got to them (they were added before its last use
+// of the span it was reading), so every other span of a sequential read
+// was read back from the disk cache.
+func (h *hotSpans) evictLocked() {
+	victim := 0
+	for i, e := range h.ents {
+		if e.read {
+			victim = i
+			break
+		}
+	}
+	h.ents[victim].buf.release()
+	h.ents = slices.Delete(h.ents, victim, victim+1)
 }
 
 // read copies span id's bytes from off into dst if the span is held.
@@ -67,7 +84,7 @@ func (h *hotSpans) read(id ztoc.SpanID, dst []byte, off int64) bool {
 	var buf *spanBuf
 	for i := range h.ents {
 		if e := &h.ents[i]; e.id == id {
-			e.used = time.Now()
+			e.used, e.read = time.Now(), true
 			buf = e.buf.retain() // copied from outside the lock
 			if i != len(h.ents)-1 {
 				ent := *e
