@@ -19,6 +19,12 @@ type metrics struct {
 	mounted      prometheus.Gauge
 	mountSeconds *prometheus.HistogramVec
 	checks       *prometheus.CounterVec
+
+	// Passthrough (see passthrough.go), over all mounts.
+	passthroughOpens prometheus.Counter
+	copies           prometheus.Counter
+	copyFailures     prometheus.Counter
+	copyBytes        prometheus.Gauge
 }
 
 // newMetrics creates the collectors and registers them on reg (nil: left
@@ -38,11 +44,30 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "ociseek", Subsystem: "fs", Name: "checks_total",
 			Help: "Checks of mounted layers, by result (recent, probed, failed).",
 		}, []string{"result"}),
+		passthroughOpens: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ociseek", Subsystem: "fs", Name: "passthrough_opens_total",
+			Help: "Opens of layer files offered to the kernel for FUSE passthrough (reads then bypass this process).",
+		}),
+		copies: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ociseek", Subsystem: "fs", Name: "passthrough_copies_total",
+			Help: "Files of complete layers copied out of the span cache for FUSE passthrough.",
+		}),
+		copyFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ociseek", Subsystem: "fs", Name: "passthrough_copy_failures_total",
+			Help: "Failed passthrough copies (e.g. a full disk); such files are read through FUSE while mounted.",
+		}),
+		copyBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "ociseek", Subsystem: "fs", Name: "passthrough_copy_bytes",
+			Help: "Bytes of passthrough copies on disk, under <root>/files: outside the span cache's bound, freed on unmount.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.mounted, m.mountSeconds, m.checks} {
+	for _, c := range []prometheus.Collector{
+		m.mounted, m.mountSeconds, m.checks,
+		m.passthroughOpens, m.copies, m.copyFailures, m.copyBytes,
+	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register fs metrics: %w", err)
 		}

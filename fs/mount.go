@@ -111,7 +111,7 @@ func (f *FS) assemble(ctx context.Context, mp string, ref LayerRef) (*mounted, e
 	}
 	m := &mounted{mountpoint: mp, ref: ref, mgr: mgr, blob: blob, mountedAt: time.Now()}
 	if f.cfg.passthrough {
-		m.files = newLocalFiles(mgr, filepath.Join(f.root, filesDirName), ref.LayerDigest.Encoded(), log.G(ctx))
+		m.files = newLocalFiles(mgr, filepath.Join(f.root, filesDirName), ref.LayerDigest.Encoded(), log.G(ctx), f.met)
 	}
 	if err := f.serve(ctx, m, z); err != nil {
 		if m.files != nil {

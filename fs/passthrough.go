@@ -25,13 +25,14 @@ import (
 // file of its own under the mount's directory in <root>/files.
 //
 // The kernel refuses (EIO) to open a file for passthrough while it is open
-// without, and the other way round. fs/layer does not tell us when its
-// handles close, so the choice is made once per file and mount, on the
-// file's first open, and kept: a file first opened before the layer was
-// complete is read through FUSE for as long as it stays mounted.
+// without, and the other way round; fs/layer keeps to that by asking
+// LocalFile only when the file has no open handle. So a file opened before
+// the layer was complete is read through FUSE until all its handles are
+// closed, and its next open is served by passthrough.
 //
 // Disk use: a materialised file is a second copy of bytes the span cache
-// already holds, and it counts toward no cache bound. It is bounded by the
+// already holds, and it counts toward no cache bound
+// (ociseek_fs_passthrough_copy_bytes shows it). It is bounded by the
 // regular files opened in complete layers, and freed when the layer is
 // unmounted (or, after a crash or Detach, when the next FS starts: nothing
 // there survives a restart, which is also why it is never fsynced).
@@ -55,6 +56,7 @@ type localFiles struct {
 	parent string // <root>/files
 	prefix string // the layer digest's encoded part, for the mount's dir
 	log    *log.Entry
+	met    *metrics
 
 	// ctx bounds the copies; release cancels it and waits on wg.
 	ctx    context.Context
@@ -65,21 +67,24 @@ type localFiles struct {
 	mu       sync.Mutex
 	dir      string         // the mount's own dir, made by the first copy
 	released bool           // no copies may start
-	local    map[int64]bool // the choice per file, by data offset: true for passthrough
+	copied   map[int64]bool // by data offset: true once copied, false once a copy failed
+	bytes    int64          // size of the copies in dir
 }
 
 var (
-	_ layer.Reader     = (*localFiles)(nil)
-	_ layer.Verifier   = (*localFiles)(nil)
-	_ layer.LocalFiler = (*localFiles)(nil)
+	_ layer.Reader       = (*localFiles)(nil)
+	_ layer.Verifier     = (*localFiles)(nil)
+	_ layer.LocalFiler   = (*localFiles)(nil)
+	_ layer.OpenObserver = (*localFiles)(nil)
 )
 
 // newLocalFiles wraps mgr for a mount whose materialised files go in a new
-// directory under parent, named after layer. lg receives copy failures.
-func newLocalFiles(mgr *span.Manager, parent, layer string, lg *log.Entry) *localFiles {
+// directory under parent, named after layer. lg receives copy failures;
+// met counts opens and copies.
+func newLocalFiles(mgr *span.Manager, parent, layer string, lg *log.Entry, met *metrics) *localFiles {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &localFiles{mgr: mgr, parent: parent, prefix: layer, log: lg, ctx: ctx, cancel: cancel,
-		local: map[int64]bool{}}
+	return &localFiles{mgr: mgr, parent: parent, prefix: layer, log: lg, met: met, ctx: ctx, cancel: cancel,
+		copied: map[int64]bool{}}
 }
 
 // ReadAt reads the layer's tar bytes through the span manager.
@@ -92,77 +97,90 @@ func (l *localFiles) VerifyEntry(ctx context.Context, e *ztoc.FileMetadata) erro
 	return l.mgr.VerifyEntry(ctx, e)
 }
 
-// LocalFile returns e's bytes as a local file when e is chosen for
-// passthrough. The choice is made on e's first open: passthrough if the
-// layer is complete (every span and the layer digest verified), not
-// failed, and the copy succeeds; that open waits for the copy (about one
-// read of the file from the span cache; not cut short by ctx, as every
-// concurrent open must get the same answer). A failed copy (full disk)
-// leaves e on FUSE.
+// Opened counts the opens fs/layer offered for passthrough.
+func (l *localFiles) Opened(e *ztoc.FileMetadata, passthrough bool) {
+	if passthrough {
+		l.met.passthroughOpens.Inc()
+	}
+}
+
+// LocalFile returns e's bytes as a local file once e has been copied, and
+// copies it first when the layer is complete (every span and the layer
+// digest verified) and not failed; that open waits for the copy (about one
+// read of the file from the span cache; not cut short by ctx, as
+// concurrent opens share it). A copy that failed (full disk) is not tried
+// again: e stays on FUSE for as long as the layer is mounted.
 func (l *localFiles) LocalFile(ctx context.Context, e *ztoc.FileMetadata) (*os.File, bool) {
 	if e.Type != ztoc.TypeReg || e.UncompressedSize <= 0 {
 		return nil, false
 	}
-	local, decided := l.choice(e)
-	if !decided {
-		local = l.decide(e)
+	copied, tried := l.state(e)
+	if !tried {
+		if !l.mgr.Complete() || l.mgr.Failed() != nil {
+			return nil, false
+		}
+		copied = l.ensureCopy(e)
 	}
-	if !local {
+	if !copied {
 		return nil, false
 	}
 	f, err := l.open(e)
 	if err != nil {
-		// Rare (out of descriptors); the kernel fails this open (EIO)
-		// if other opens of e use passthrough.
+		// Rare (out of descriptors): this open is served through FUSE.
 		l.log.WithError(err).Warn("open the passthrough copy of a layer file")
 		return nil, false
 	}
 	return f, true
 }
 
-// choice returns the choice made for e, if any.
-func (l *localFiles) choice(e *ztoc.FileMetadata) (local, decided bool) {
+// state reports whether e was copied, and whether a copy was tried.
+func (l *localFiles) state(e *ztoc.FileMetadata) (copied, tried bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	local, decided = l.local[e.UncompressedOffset]
-	return local, decided
+	copied, tried = l.copied[e.UncompressedOffset]
+	return copied, tried
 }
 
-// decide makes the choice for e; concurrent first opens share one copy.
-func (l *localFiles) decide(e *ztoc.FileMetadata) bool {
-	var err error
-	if !l.mgr.Complete() || l.mgr.Failed() != nil {
-		err = errors.New("layer not complete")
-	} else {
-		_, err, _ = l.group.Do(fileKey(e), func() (any, error) {
-			if _, decided := l.choice(e); decided {
-				return nil, nil // a flight that just ended chose
-			}
-			if !l.start() {
-				return nil, errFilesClosed
-			}
-			defer l.wg.Done()
-			if err := l.copyFile(e); err != nil {
-				return nil, err
-			}
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			if _, decided := l.local[e.UncompressedOffset]; !decided {
-				l.local[e.UncompressedOffset] = true // before the next flight looks
+// ensureCopy copies e unless that was tried; concurrent callers share one
+// copy. It reports whether the copy is in place.
+func (l *localFiles) ensureCopy(e *ztoc.FileMetadata) bool {
+	_, err, _ := l.group.Do(fileKey(e), func() (any, error) {
+		if copied, tried := l.state(e); tried { // a flight that just ended tried
+			if !copied {
+				return nil, errors.New("copy failed before")
 			}
 			return nil, nil
-		})
-		if err != nil && l.ctx.Err() == nil {
-			l.log.WithError(err).Warn("copy a file of a complete layer for passthrough; its reads stay on FUSE")
 		}
+		if !l.start() {
+			return nil, errFilesClosed
+		}
+		defer l.wg.Done()
+		err := l.copyFile(e)
+		l.record(e, err)
+		return nil, err
+	})
+	return err == nil
+}
+
+// record notes the outcome of e's copy, unless the layer is being
+// released (its copies are going, and a cancelled copy is no failure).
+func (l *localFiles) record(e *ztoc.FileMetadata, err error) {
+	if err != nil && l.ctx.Err() != nil {
+		return
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if local, decided := l.local[e.UncompressedOffset]; decided {
-		return local
+	l.copied[e.UncompressedOffset] = err == nil
+	if err == nil {
+		l.bytes += e.UncompressedSize
 	}
-	l.local[e.UncompressedOffset] = err == nil
-	return err == nil
+	l.mu.Unlock()
+	if err != nil {
+		l.met.copyFailures.Inc()
+		l.log.WithError(err).Warn("copy a file of a complete layer for passthrough; its reads stay on FUSE")
+		return
+	}
+	l.met.copies.Inc()
+	l.met.copyBytes.Add(float64(e.UncompressedSize))
 }
 
 // fileKey names e's copy: its data offset is unique in the layer, and
@@ -273,13 +291,14 @@ func (l *localFiles) release() error {
 	l.cancel()
 	l.wg.Wait()
 	l.mu.Lock()
-	dir := l.dir
-	l.mu.Unlock()
-	if dir == "" {
+	defer l.mu.Unlock()
+	if l.dir == "" {
 		return nil
 	}
-	if err := os.RemoveAll(dir); err != nil {
+	if err := os.RemoveAll(l.dir); err != nil {
 		return fmt.Errorf("remove passthrough copies: %w", err)
 	}
+	l.met.copyBytes.Sub(float64(l.bytes))
+	l.bytes = 0
 	return nil
 }

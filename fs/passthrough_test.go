@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/ociseek/ociseek/fs/bgfetch"
 	"github.com/ociseek/ociseek/internal/regtest"
 	"github.com/ociseek/ociseek/ztoc"
@@ -197,26 +199,9 @@ func TestPassthroughNotComplete(t *testing.T) {
 	}
 }
 
-// TestPassthroughChoiceKept: a file open before the layer completed stays
-// on FUSE, so opening it again next to the open handle works (the kernel
-// refuses mixing the two kinds of open with EIO); files first opened after
-// completion, many at once, each get one copy, right bytes and
-// passthrough.
-func TestPassthroughChoiceKept(t *testing.T) {
-	t.Parallel()
-	reg := regtest.Start(t, regtest.KindDistribution)
-	img := pushImage(t, reg, "lazy/passthrough-kept")
-	root := t.TempDir()
-	f := newRootFS(t, root, newSource(img))
-	mp := mountDir(t)
-	if err := f.Mount(context.Background(), mp, img.criLabels()); err != nil {
-		t.Fatal(err)
-	}
-	early, err := os.Open(filepath.Join(mp, "etc/hello.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer early.Close()
+// fetchAll completes the layer at mp by fetching every span now.
+func fetchAll(t *testing.T, f *FS, mp string) {
+	t.Helper()
 	m, err := f.get(mp)
 	if err != nil {
 		t.Fatal(err)
@@ -226,6 +211,107 @@ func TestPassthroughChoiceKept(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// awaitCopy opens and reads name under mp until the file has a
+// passthrough copy: the kernel sends RELEASE after close(2) returns, so
+// the mount may count a closed FUSE handle for a moment.
+func awaitCopy(t *testing.T, root, mp string, e *ztoc.FileMetadata, body []byte) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if got, err := readFile(mp, e.Name); err != nil || !bytes.Equal(got, body) {
+			t.Fatalf("read %s: %d bytes, %v; want the tar's %d", e.Name, len(got), err, len(body))
+		}
+		if _, ok := copies(t, root)[fileKey(e)]; ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never copied for passthrough after its handles closed", e.Name)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestPassthroughEarlyOpenClosed: a file opened and closed before the
+// layer completed is served by passthrough once the layer is complete.
+func TestPassthroughEarlyOpenClosed(t *testing.T) {
+	t.Parallel()
+	reg := regtest.Start(t, regtest.KindDistribution)
+	img := pushImage(t, reg, "lazy/passthrough-early")
+	root := t.TempDir()
+	f := newRootFS(t, root, newSource(img))
+	mp := mountDir(t)
+	if err := f.Mount(context.Background(), mp, img.criLabels()); err != nil {
+		t.Fatal(err)
+	}
+	hello := tocEntry(t, img.ztoc, "etc/hello.txt")
+	if got, err := readFile(mp, hello.Name); err != nil || string(got) != "hello from a lazy layer\n" {
+		t.Fatalf("read before completion: %q, %v", got, err)
+	}
+	fetchAll(t, f, mp)
+	awaitCopy(t, root, mp, hello, []byte("hello from a lazy layer\n"))
+	checkKernelReadsCopy(t, root, mp, hello)
+}
+
+// TestPassthroughHeldAcrossCompletion: a file kept open across the
+// layer's completion stays on FUSE while that handle is open, so more
+// opens next to it work (the kernel refuses mixing passthrough and FUSE
+// opens of a file with EIO) and make no copy; files first opened after
+// completion, many at once, each get one copy, right bytes and
+// passthrough; once the early handle is closed, the file's next open is
+// served by passthrough too. The metrics count the copies and their
+// bytes, freed on Unmount.
+func TestPassthroughHeldAcrossCompletion(t *testing.T) {
+	t.Parallel()
+	reg := regtest.Start(t, regtest.KindDistribution)
+	img := pushImage(t, reg, "lazy/passthrough-kept")
+	root := t.TempDir()
+	f := newRootFS(t, root, newSource(img))
+	mp := mountDir(t)
+	if err := f.Mount(context.Background(), mp, img.criLabels()); err != nil {
+		t.Fatal(err)
+	}
+	hello := tocEntry(t, img.ztoc, "etc/hello.txt")
+	early, err := os.Open(filepath.Join(mp, hello.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer early.Close()
+	fetchAll(t, f, mp)
+	readAllConcurrently(t, mp, img)
+	want := wantCopies(t, img)
+	delete(want, fileKey(hello))
+	checkCopies(t, root, want)
+	checkKernelReadsCopy(t, root, mp, tocEntry(t, img.ztoc, "usr/bin/tool"))
+	if n := testutil.ToFloat64(f.met.passthroughOpens); n < float64(8*len(want)) {
+		t.Errorf("%v passthrough opens counted, want at least %d", n, 8*len(want))
+	}
+
+	early.Close()
+	awaitCopy(t, root, mp, hello, []byte("hello from a lazy layer\n"))
+	checkKernelReadsCopy(t, root, mp, hello)
+	var size int64
+	for _, e := range img.entries {
+		size += int64(len(e.Body))
+	}
+	if n := testutil.ToFloat64(f.met.copies); n != float64(len(want)+1) {
+		t.Errorf("%v copies counted, want %d", n, len(want)+1)
+	}
+	if n := testutil.ToFloat64(f.met.copyBytes); n != float64(size) {
+		t.Errorf("copy bytes gauge %v, want %d", n, size)
+	}
+	if err := f.Unmount(context.Background(), mp); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.ToFloat64(f.met.copyBytes); n != 0 {
+		t.Errorf("copy bytes gauge %v after unmount, want 0", n)
+	}
+}
+
+// readAllConcurrently reads every regular file of img under mp, eight
+// times each, all at once, checking the bytes.
+func readAllConcurrently(t *testing.T, mp string, img *image) {
+	t.Helper()
 	var wg sync.WaitGroup
 	for range 8 {
 		for _, e := range img.entries {
@@ -239,11 +325,15 @@ func TestPassthroughChoiceKept(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	want := wantCopies(t, img)
-	delete(want, strconv.FormatInt(tocEntry(t, img.ztoc, "etc/hello.txt").UncompressedOffset, 10))
+}
+
+// checkCopies compares the copies under root with want and checks that
+// no temporary file is left.
+func checkCopies(t *testing.T, root string, want map[string][]byte) {
+	t.Helper()
 	got := copies(t, root)
 	if len(got) != len(want) {
-		t.Errorf("%d copies, want %d (none of the file open before completion)", len(got), len(want))
+		t.Errorf("%d copies, want %d", len(got), len(want))
 	}
 	for k, body := range want {
 		if !bytes.Equal(got[k], body) {
@@ -253,7 +343,34 @@ func TestPassthroughChoiceKept(t *testing.T) {
 	if tmps, _ := filepath.Glob(filepath.Join(root, filesDirName, "*", ".tmp-*")); len(tmps) != 0 {
 		t.Errorf("temporary files left: %v", tmps)
 	}
-	checkKernelReadsCopy(t, root, mp, tocEntry(t, img.ztoc, "usr/bin/tool"))
+}
+
+// TestPassthroughCopyFails: when copies cannot be written (here the files
+// dir cannot be made; a full disk is alike), reads stay on FUSE and
+// right, the failure is counted once per file, and not retried.
+func TestPassthroughCopyFails(t *testing.T) {
+	t.Parallel()
+	reg := regtest.Start(t, regtest.KindDistribution)
+	img := pushImage(t, reg, "lazy/passthrough-fails")
+	root := t.TempDir()
+	f := newRootFS(t, root, newSource(img), bgOptions())
+	if err := os.WriteFile(filepath.Join(root, filesDirName), []byte("not a dir"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mp := mountDir(t)
+	if err := f.Mount(context.Background(), mp, img.criLabels()); err != nil {
+		t.Fatal(err)
+	}
+	waitComplete(t, f, mp)
+	for range 3 {
+		checkTree(t, mp, img.entries)
+	}
+	if n, want := testutil.ToFloat64(f.met.copyFailures), float64(len(wantCopies(t, img))); n != want {
+		t.Errorf("%v copy failures counted, want %v (one per file)", n, want)
+	}
+	if n := testutil.ToFloat64(f.met.copies) + testutil.ToFloat64(f.met.passthroughOpens); n != 0 {
+		t.Errorf("%v copies and passthrough opens counted, want none", n)
+	}
 }
 
 // TestPassthroughLeftovers: copies a previous run left are removed by New.
