@@ -218,6 +218,13 @@ func (m *Manager) leaveFlight(f *flight, abandoned bool) {
 		m.dropFlightBufLocked(f)
 	} else if abandoned && !f.keep && served == 0 {
 		f.cancel()
+		// A reader arriving now must start a fresh flight, not join one
+		// that is ending with "context canceled": an open the kernel
+		// restarted after a signal (Go's preemption sends them) comes
+		// back at once and would otherwise fail with EIO.
+		if m.flights[f.span.ID] == f {
+			delete(m.flights, f.span.ID)
+		}
 	}
 }
 
@@ -334,7 +341,9 @@ func (m *Manager) settle(ctx context.Context, id ztoc.SpanID, f *flight, err err
 	f.sealed = true // what was served is now fixed: it is recorded below
 	f.mu.Unlock()
 	m.mu.Lock()
-	delete(m.flights, id)
+	if m.flights[id] == f { // an abandoned flight was already replaced
+		delete(m.flights, id)
+	}
 	prev, hadPrev := m.partials[id]
 	switch {
 	case err == nil && hadPrev && !prev.matches(f.data):

@@ -431,3 +431,54 @@ func TestBufferPoolBounds(t *testing.T) {
 		t.Fatal("a pool bounded at nothing kept a buffer")
 	}
 }
+
+// stuckBlob holds every range request until release is closed, whatever
+// the request's context says, then lets it go on (or fail if cancelled):
+// a transfer that takes a while to notice its cancellation.
+type stuckBlob struct {
+	BlobReader
+	release chan struct{}
+}
+
+func (s *stuckBlob) FetchRange(ctx context.Context, start, end int64) (io.ReadCloser, error) {
+	<-s.release
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return s.BlobReader.FetchRange(ctx, start, end)
+}
+
+// TestReaderAfterAbandonedFlight: a read that arrives while an abandoned
+// flight of its span is still winding down gets its bytes from a fresh
+// flight, not the abandoned flight's "context canceled" (which FUSE would
+// turn into EIO for an open the kernel restarted after a signal).
+func TestReaderAfterAbandonedFlight(t *testing.T) {
+	reg := regtest.Start(t, regtest.KindDistribution)
+	e := newEnv(t, reg, mixedFiles(), 128<<10, nil)
+	tar := tarBytes(t, e)
+	sb := &stuckBlob{BlobReader: e.blob, release: make(chan struct{})}
+	m, err := New(e.z, sb, e.cache, Options{LayerDigest: e.dgst, FetchAhead: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	p := make([]byte, 512)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := m.ReadAt(ctx, p, 0); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("first read: %v, want its deadline", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.ReadAt(context.Background(), p, 0)
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // let the second reader find (or start) a flight
+	close(sb.release)
+	if err := <-done; err != nil {
+		t.Fatalf("read after an abandoned flight: %v", err)
+	}
+	if !bytes.Equal(p, tar[:512]) {
+		t.Fatal("read after an abandoned flight returned wrong bytes")
+	}
+}
