@@ -56,7 +56,11 @@ func (m *Manager) startFlights(off, end int64, first, last ztoc.SpanID) {
 	}
 	stop := min(int(last)+m.opts.FetchAhead, len(m.spans)-1)
 	for id := last + 1; int(id) <= stop; id++ {
-		if len(m.flights) >= m.opts.MaxParallel-1 {
+		// Flights writing their span to the cache do not hold back the
+		// next transfers (a 4 MiB write costs about as much CPU as its
+		// inflate, and counting it stalled the pipeline), but are bounded
+		// too, by their memory.
+		if m.streaming >= m.opts.MaxParallel-1 || len(m.flights) >= 2*m.opts.MaxParallel {
 			return
 		}
 		if m.needsFetchLocked(id) {

@@ -15,7 +15,7 @@ const (
 	// for the flights of a sequential reader to reuse the buffers of the
 	// spans it left behind (a few 4 MiB spans and their ~1 MiB compressed
 	// bytes), no more.
-	DefaultPoolBytes int64 = 16 << 20
+	DefaultPoolBytes int64 = 32 << 20
 	// DefaultPoolIdle is how long a BufferPool keeps free buffers after the
 	// last span was fetched. Readers that pause for longer start again with
 	// fresh allocations, which costs a little CPU; a daemon holding tens of

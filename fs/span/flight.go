@@ -199,6 +199,7 @@ func (m *Manager) startFlightLocked(id ztoc.SpanID, reason string, need int64, k
 	f := newFlight(m.spans[id], reason, cancel)
 	f.firstNeed, f.keep = need, keep
 	m.flights[id] = f
+	m.streaming++
 	m.wg.Add(1)
 	go m.runFlight(fctx, id, f)
 	return f
@@ -254,6 +255,11 @@ func (m *Manager) runFlight(ctx context.Context, id ztoc.SpanID, f *flight) {
 		f.mu.Unlock()
 		<-m.sem
 	}
+	// From here on the flight only writes the cache: it no longer holds
+	// back fetch-ahead (startFlights).
+	m.mu.Lock()
+	m.streaming--
+	m.mu.Unlock()
 	if err == nil {
 		m.hot.add(id, f.buf)
 		if perr := m.cache.Put(m.cacheKey(id), f.data); perr != nil {

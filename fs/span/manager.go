@@ -21,7 +21,9 @@
 //     counted and recycled through a BufferPool that all Managers of a
 //     process should share (bufpool.go).
 //   - Memory per layer is bounded: at most MaxParallel spans buffered
-//     (compressed and uncompressed) plus HotSpans uncompressed ones.
+//     (compressed and uncompressed) plus HotSpans uncompressed ones, plus
+//     up to MaxParallel more (usually also hot) whose flight is writing
+//     them to the cache.
 //   - Completion (FetchNext, driven by fs/bgfetch) streams the blob in order,
 //     so that the sha256 of all its bytes can be compared with the layer
 //     digest, every span digest is checked against the same bytes, and every
@@ -159,13 +161,16 @@ type Manager struct {
 	sem    chan struct{} // bounds concurrent fetches
 
 	// mu guards the span table and everything that changes with it.
-	mu       sync.Mutex
-	state    []spanState
-	flights  map[ztoc.SpanID]*flight
-	partials map[ztoc.SpanID]servedPrefix // unverified bytes served by a flight that failed
-	verified int64                        // compressed bytes of verified spans
-	seq      streams                      // where recent readers stopped, to spot sequential ones
-	pass     passState                    // background completion progress
+	mu      sync.Mutex
+	state   []spanState
+	flights map[ztoc.SpanID]*flight
+	// streaming counts flights waiting for or holding a fetch slot (not
+	// those only writing the cache any more).
+	streaming int
+	partials  map[ztoc.SpanID]servedPrefix // unverified bytes served by a flight that failed
+	verified  int64                        // compressed bytes of verified spans
+	seq       streams                      // where recent readers stopped, to spot sequential ones
+	pass      passState                    // background completion progress
 
 	hot *hotSpans // recently verified spans in memory
 	// bufs recycles span buffers (bufpool.go).
