@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -298,4 +299,32 @@ func FuzzEntryFile(f *testing.F) {
 			t.Fatalf("accepted inconsistent entry %+v for %d bytes", e, len(b))
 		}
 	})
+}
+
+// TestReadReusesBlocks checks that a small read does not allocate the
+// blocks it verifies afresh each time: a daemon serving many small files
+// from the cache made most of its garbage that way.
+func TestReadReusesBlocks(t *testing.T) {
+	c := newCache(t, t.TempDir())
+	data := randBytes(3, 1<<20)
+	if err := c.Put("k", data); err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 4096)
+	if _, err := c.ReadAt("k", p, 100_000); err != nil || !bytes.Equal(p, data[100_000:100_000+4096]) {
+		t.Fatalf("first read: %v", err)
+	}
+	// Opening the file allocates a few small objects; the 32 KiB block
+	// the read touches must not be one of them.
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range 100 {
+		if _, err := c.ReadAt("k", p, 100_000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / 100; per > 8<<10 {
+		t.Fatalf("a 4 KiB read allocates %d bytes", per)
+	}
 }
