@@ -117,7 +117,9 @@ type Cache struct {
 	closed  bool
 	stats   Stats
 
-	bufs sync.Pool // *[]byte of maxPooledRead capacity, for ReadAt
+	// scratchMu guards freeScratch, read buffers for reuse (read.go).
+	scratchMu   sync.Mutex
+	freeScratch [][]byte
 }
 
 // New opens (creating if needed) a cache in dir. Temp files left by a crash

@@ -75,20 +75,36 @@ func (c *Cache) dropCorrupt(e *entry) {
 // are at most 128 KiB, plus a block on each side.
 const maxPooledRead = 256 << 10
 
+// maxFreeScratch bounds how many read buffers are kept (at most 1 MiB):
+// enough for the reads a FUSE server runs at once.
+const maxFreeScratch = 4
+
 // scratch returns a buffer of n bytes for readVerified and the func that
 // gives it back. A small-file read touches a block or two, and a daemon
 // serving many of them from the cache allocated the blocks afresh each
-// time: most of its garbage, and so of its peak heap.
+// time: most of its garbage, and so of its peak heap. (A sync.Pool would
+// do, but drops buffers at random under the race detector, which makes the
+// reuse untestable there.)
 func (c *Cache) scratch(n int64) ([]byte, func()) {
 	if n > maxPooledRead {
 		return make([]byte, n), func() {}
 	}
-	bp, _ := c.bufs.Get().(*[]byte)
-	if bp == nil || int64(cap(*bp)) < n {
-		b := make([]byte, 0, maxPooledRead)
-		bp = &b
+	c.scratchMu.Lock()
+	var b []byte
+	if k := len(c.freeScratch); k > 0 {
+		b, c.freeScratch = c.freeScratch[k-1], c.freeScratch[:k-1]
 	}
-	return (*bp)[:n], func() { c.bufs.Put(bp) }
+	c.scratchMu.Unlock()
+	if b == nil {
+		b = make([]byte, maxPooledRead)
+	}
+	return b[:n], func() {
+		c.scratchMu.Lock()
+		if len(c.freeScratch) < maxFreeScratch {
+			c.freeScratch = append(c.freeScratch, b)
+		}
+		c.scratchMu.Unlock()
+	}
 }
 
 // readVerified reads the blocks covering [off, off+len(p)) ∩ data, checks
