@@ -473,7 +473,13 @@ func TestReaderAfterAbandonedFlight(t *testing.T) {
 		_, err := m.ReadAt(context.Background(), p, 0)
 		done <- err
 	}()
-	time.Sleep(20 * time.Millisecond) // let the second reader find (or start) a flight
+	// Release the transfers only once the second reader waits on a flight
+	// of the span, so that it arrives while the abandoned one winds down.
+	for deadline := time.Now().Add(10 * time.Second); !m.hasWaiter(0); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the second reader never waited on a flight")
+		}
+	}
 	close(sb.release)
 	if err := <-done; err != nil {
 		t.Fatalf("read after an abandoned flight: %v", err)
@@ -481,4 +487,12 @@ func TestReaderAfterAbandonedFlight(t *testing.T) {
 	if !bytes.Equal(p, tar[:512]) {
 		t.Fatal("read after an abandoned flight returned wrong bytes")
 	}
+}
+
+// hasWaiter says whether a reader waits on a flight of span id.
+func (m *Manager) hasWaiter(id ztoc.SpanID) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f := m.flights[id]
+	return f != nil && f.waiters > 0
 }
