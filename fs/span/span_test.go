@@ -303,6 +303,9 @@ func TestCorruptCacheRefetched(t *testing.T) {
 	if _, err := readFile(context.Background(), m, ent, 1<<20); err != nil {
 		t.Fatal(err)
 	}
+	// A read is answered before its span's cache write ends: damage the
+	// finished files, not ones still being written.
+	waitNoFlights(t, m)
 	files, _ := filepath.Glob(filepath.Join(e.cache.Dir(), "*"))
 	for _, f := range files {
 		if err := os.Truncate(f, 1000); err != nil {
@@ -368,5 +371,21 @@ func TestHostileGeometry(t *testing.T) {
 	}
 	if _, err := New(e.z, e.blob, e.cache, Options{LayerDigest: e.dgst, MaxSpanBytes: 1000}); !errors.Is(err, ztoc.ErrInvalid) {
 		t.Fatalf("oversized spans: %v", err)
+	}
+}
+
+// waitNoFlights polls until no span of m is being fetched or cached.
+func waitNoFlights(t *testing.T, m *Manager) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		m.mu.Lock()
+		n := len(m.flights)
+		m.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d span flights still running", n)
+		}
 	}
 }
