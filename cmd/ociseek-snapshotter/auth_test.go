@@ -15,7 +15,6 @@ import (
 
 	"github.com/ociseek/ociseek/config"
 	"github.com/ociseek/ociseek/fs"
-	"github.com/ociseek/ociseek/index/build"
 	"github.com/ociseek/ociseek/internal/regtest"
 	"github.com/ociseek/ociseek/snapshot"
 )
@@ -34,11 +33,7 @@ func TestLazyAuth(t *testing.T) {
 	ctx := logtest.WithT(context.Background(), t)
 	reg := regtest.StartWithAuth(t, "alice", "s3cret")
 	blob, _ := testLayer(t)
-	img := reg.PushImage(t, "app", [][]byte{blob}, nil)
-	if _, err := build.Create(ctx, reg.Repository(t, "app"), "latest", nil,
-		build.CreateOptions{Options: build.Options{SpanSize: 1 << 16}}); err != nil {
-		t.Fatal(err)
-	}
+	img := pushIndexedImage(ctx, t, reg, blob)
 	labels := map[string]string{
 		snapshots.LabelSnapshotRef: "layer",
 		fs.LabelImageRef:           reg.Ref("app", "latest"),

@@ -13,7 +13,6 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ociseek/ociseek/fs"
-	"github.com/ociseek/ociseek/index/build"
 	"github.com/ociseek/ociseek/internal/regtest"
 )
 
@@ -23,12 +22,8 @@ import (
 func TestDaemonSignals(t *testing.T) {
 	reg := regtest.Start(t, regtest.KindDistribution)
 	blob, _ := testLayer(t)
-	img := reg.PushImage(t, "app", [][]byte{blob}, nil)
 	ctx := context.Background()
-	if _, err := build.Create(ctx, reg.Repository(t, "app"), "latest", nil,
-		build.CreateOptions{Options: build.Options{SpanSize: 1 << 16}}); err != nil {
-		t.Fatal(err)
-	}
+	img := pushIndexedImage(ctx, t, reg, blob)
 	dir := t.TempDir()
 	root := filepath.Join(dir, "root")
 

@@ -17,9 +17,11 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log/logtest"
 	"github.com/ociseek/ociseek/index"
+	"github.com/ociseek/ociseek/index/build"
 	"github.com/ociseek/ociseek/internal/regtest"
 	"github.com/ociseek/ociseek/snapshot"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote/auth"
 )
 
@@ -162,4 +164,17 @@ func TestLocalUnpackOutcome(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkFile(t, mounts, "etc/hello", "hello from the registry")
+}
+
+// pushIndexedImage pushes an image of layers to repository "app" of reg,
+// tagged latest, and a v1 SOCI index for it (64 KiB spans, every layer
+// indexed), as `ociseek create` would; it returns the image manifest.
+func pushIndexedImage(ctx context.Context, t *testing.T, reg *regtest.Registry, layers ...[]byte) ocispec.Descriptor {
+	t.Helper()
+	img := reg.PushImage(t, "app", layers, nil)
+	if _, err := build.Create(ctx, reg.Repository(t, "app"), "latest", nil,
+		build.CreateOptions{Options: build.Options{SpanSize: 1 << 16}}); err != nil {
+		t.Fatalf("create SOCI index: %v", err)
+	}
+	return img
 }

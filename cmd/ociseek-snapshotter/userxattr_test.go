@@ -19,7 +19,6 @@ import (
 
 	"github.com/ociseek/ociseek/config"
 	"github.com/ociseek/ociseek/fs"
-	"github.com/ociseek/ociseek/index/build"
 	"github.com/ociseek/ociseek/internal/regtest"
 )
 
@@ -58,11 +57,7 @@ func TestUserXattrReachesBothSides(t *testing.T) {
 	reg := regtest.Start(t, regtest.KindDistribution)
 	top, _ := testLayer(t)
 	layers := [][]byte{baseLayer(t), top}
-	img := reg.PushImage(t, "app", layers, nil)
-	if _, err := build.Create(ctx, reg.Repository(t, "app"), "latest", nil,
-		build.CreateOptions{Options: build.Options{SpanSize: 1 << 16}}); err != nil {
-		t.Fatal(err)
-	}
+	img := pushIndexedImage(ctx, t, reg, layers...)
 	cfg := config.Default()
 	cfg.Daemon.Root = t.TempDir()
 	cfg.Registry.DockerConfig = filepath.Join(t.TempDir(), "config.json")

@@ -18,7 +18,6 @@ import (
 
 	"github.com/ociseek/ociseek/config"
 	"github.com/ociseek/ociseek/fs"
-	"github.com/ociseek/ociseek/index/build"
 	"github.com/ociseek/ociseek/internal/regtest"
 	"github.com/ociseek/ociseek/snapshot"
 )
@@ -35,11 +34,7 @@ func TestLazyOutcome(t *testing.T) {
 	ctx := logtest.WithT(context.Background(), t)
 	reg := regtest.Start(t, regtest.KindDistribution)
 	blob, _ := testLayer(t)
-	img := reg.PushImage(t, "app", [][]byte{blob}, nil)
-	if _, err := build.Create(ctx, reg.Repository(t, "app"), "latest", nil,
-		build.CreateOptions{Options: build.Options{SpanSize: 1 << 16}}); err != nil {
-		t.Fatal(err)
-	}
+	img := pushIndexedImage(ctx, t, reg, blob)
 
 	cfg := config.Default()
 	cfg.Daemon.Root = t.TempDir()
