@@ -277,10 +277,7 @@ func TestBackgroundCompletes(t *testing.T) {
 	img := pushImage(t, reg, "lazy/bg")
 	f := newFS(t, newSource(img), WithCheck(0, 5*time.Second),
 		WithBackgroundFetch(bgfetch.Options{QuietPeriod: time.Millisecond, RetryDelay: 50 * time.Millisecond}))
-	mp := mountDir(t)
-	if err := f.Mount(context.Background(), mp, img.criLabels()); err != nil {
-		t.Fatal(err)
-	}
+	mp := mountImage(t, f, img)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		st, err := f.Status(mp)
@@ -424,10 +421,7 @@ func TestVerificationFailureIsFinal(t *testing.T) {
 	src := newSource(img)
 	src.ztocs[img.ref.LayerDigest] = &z
 	f := newFS(t, src, WithCheck(0, 5*time.Second))
-	mp := mountDir(t)
-	if err := f.Mount(context.Background(), mp, img.criLabels()); err != nil {
-		t.Fatal(err)
-	}
+	mp := mountImage(t, f, img)
 	if _, err := readFile(mp, "etc/hello.txt"); !errors.Is(err, syscall.EIO) {
 		t.Fatalf("read of a tampered span: %v, want EIO", err)
 	}
@@ -549,10 +543,7 @@ func TestDetachKeepsMounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mp := mountDir(t)
-	if err := f.Mount(context.Background(), mp, img.criLabels()); err != nil {
-		t.Fatal(err)
-	}
+	mp := mountImage(t, f, img)
 	if err := f.Detach(); err != nil {
 		t.Fatalf("detach: %v", err)
 	}

@@ -138,7 +138,13 @@ func remoteBlobs() RemoteBlobs {
 // newFS returns an FS under a temporary root, closed when the test ends.
 func newFS(t testing.TB, src ZtocSource, opts ...Opt) *FS {
 	t.Helper()
-	f, err := New(t.TempDir(), src, remoteBlobs(), opts...)
+	return newRootFS(t, t.TempDir(), src, opts...)
+}
+
+// newRootFS returns an FS under root, closed when the test ends.
+func newRootFS(t testing.TB, root string, src ZtocSource, opts ...Opt) *FS {
+	t.Helper()
+	f, err := New(root, src, remoteBlobs(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,6 +154,17 @@ func newFS(t testing.TB, src ZtocSource, opts ...Opt) *FS {
 		}
 	})
 	return f
+}
+
+// mountImage mounts img's layer through f on a fresh directory, as an
+// unpack Prepare with CRI labels would, and returns the directory.
+func mountImage(t testing.TB, f *FS, img *image) string {
+	t.Helper()
+	mp := mountDir(t)
+	if err := f.Mount(context.Background(), mp, img.criLabels()); err != nil {
+		t.Fatal(err)
+	}
+	return mp
 }
 
 // mountDir returns a fresh empty directory to mount on.

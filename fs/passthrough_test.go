@@ -24,22 +24,6 @@ func bgOptions() Opt {
 	return WithBackgroundFetch(bgfetch.Options{QuietPeriod: time.Millisecond, RetryDelay: 50 * time.Millisecond})
 }
 
-// newRootFS is newFS with the root given, to look at what the FS keeps
-// there.
-func newRootFS(t testing.TB, root string, src ZtocSource, opts ...Opt) *FS {
-	t.Helper()
-	f, err := New(root, src, remoteBlobs(), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := f.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
-	return f
-}
-
 // waitComplete waits for the background fetch to verify the layer at mp.
 func waitComplete(t testing.TB, f *FS, mp string) {
 	t.Helper()
@@ -112,10 +96,7 @@ func TestPassthroughCompleteLayer(t *testing.T) {
 	img := pushImage(t, reg, "lazy/passthrough")
 	root := t.TempDir()
 	f := newRootFS(t, root, newSource(img), bgOptions())
-	mp := mountDir(t)
-	if err := f.Mount(context.Background(), mp, img.criLabels()); err != nil {
-		t.Fatal(err)
-	}
+	mp := mountImage(t, f, img)
 	waitComplete(t, f, mp)
 	checkTree(t, mp, img.entries)
 	want := wantCopies(t, img)
@@ -240,10 +221,7 @@ func TestPassthroughEarlyOpenClosed(t *testing.T) {
 	img := pushImage(t, reg, "lazy/passthrough-early")
 	root := t.TempDir()
 	f := newRootFS(t, root, newSource(img))
-	mp := mountDir(t)
-	if err := f.Mount(context.Background(), mp, img.criLabels()); err != nil {
-		t.Fatal(err)
-	}
+	mp := mountImage(t, f, img)
 	hello := tocEntry(t, img.ztoc, "etc/hello.txt")
 	if got, err := readFile(mp, hello.Name); err != nil || string(got) != "hello from a lazy layer\n" {
 		t.Fatalf("read before completion: %q, %v", got, err)
@@ -267,10 +245,7 @@ func TestPassthroughHeldAcrossCompletion(t *testing.T) {
 	img := pushImage(t, reg, "lazy/passthrough-kept")
 	root := t.TempDir()
 	f := newRootFS(t, root, newSource(img))
-	mp := mountDir(t)
-	if err := f.Mount(context.Background(), mp, img.criLabels()); err != nil {
-		t.Fatal(err)
-	}
+	mp := mountImage(t, f, img)
 	hello := tocEntry(t, img.ztoc, "etc/hello.txt")
 	early, err := os.Open(filepath.Join(mp, hello.Name))
 	if err != nil {
@@ -357,10 +332,7 @@ func TestPassthroughCopyFails(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, filesDirName), []byte("not a dir"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	mp := mountDir(t)
-	if err := f.Mount(context.Background(), mp, img.criLabels()); err != nil {
-		t.Fatal(err)
-	}
+	mp := mountImage(t, f, img)
 	waitComplete(t, f, mp)
 	for range 3 {
 		checkTree(t, mp, img.entries)
