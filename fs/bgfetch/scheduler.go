@@ -5,7 +5,8 @@
 //
 // Concepts:
 //   - Foreground first: while any foreground read is in progress, and for a
-//     quiet period after the last one ends, no step starts. A step already
+//     quiet period after the last one ends or a layer is added, no step
+//     starts. A step already
 //     running (one span) is allowed to finish. Readers signal through
 //     Foreground, which fs/span calls around every read.
 //   - Rate limit: the bytes each step fetched are charged to a token bucket
@@ -91,7 +92,7 @@ type Scheduler struct {
 	order  []string
 	next   int
 	active int       // foreground reads in progress
-	lastFg time.Time // when the last foreground read ended
+	lastFg time.Time // when the last foreground read ended, or a layer was added
 }
 
 // New starts a scheduler; Close stops it.
@@ -115,9 +116,13 @@ func New(opts Options) *Scheduler {
 }
 
 // Add schedules layer under id (e.g. its mountpoint). Adding an id again
-// replaces the layer.
+// replaces the layer. The quiet period starts again: a layer is added when it
+// is mounted, just before the container it belongs to starts reading it, and
+// those first reads must not queue behind a background transfer (nor the
+// daemon's memory grow by a whole layer's spans before anyone asked).
 func (s *Scheduler) Add(id string, layer Layer) {
 	s.mu.Lock()
+	s.lastFg = time.Now()
 	if _, ok := s.layers[id]; !ok {
 		s.order = append(s.order, id)
 	}

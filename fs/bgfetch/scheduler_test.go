@@ -107,6 +107,20 @@ func TestYieldsToForeground(t *testing.T) {
 	done() // a second call is harmless
 }
 
+// TestNewLayerWaitsQuietPeriod checks that a layer just added (mounted, its
+// container about to start) gets the quiet period before background steps,
+// even though no foreground read has happened yet.
+func TestNewLayerWaitsQuietPeriod(t *testing.T) {
+	s := newScheduler(t, Options{QuietPeriod: 300 * time.Millisecond})
+	l := &stepLayer{steps: 1000, size: 1}
+	added := time.Now()
+	s.Add("l", l)
+	waitFor(t, 5*time.Second, "background to start", func() bool { return l.taken.Load() > 0 })
+	if waited := time.Since(added); waited < 300*time.Millisecond {
+		t.Fatalf("first background step %v after Add, want the 300ms quiet period first", waited)
+	}
+}
+
 func TestRateLimit(t *testing.T) {
 	const rate = 4 << 20
 	s := newScheduler(t, Options{BytesPerSecond: rate, QuietPeriod: time.Millisecond})
