@@ -25,8 +25,10 @@ const (
 const legacyFirstIn = 10
 
 // unmarshalGzipZinfo decodes a gzip zinfo blob of either version, telling
-// them apart by length. Windows alias blob; the implied v1 checkpoint 0 gets
-// a fresh zero window.
+// them apart by length. Windows are copied into one allocation of their
+// own: aliasing blob would keep the whole zTOC blob (TOC included, several
+// MiB for a large layer) alive for as long as the layer is mounted. The
+// implied v1 checkpoint 0 gets a zero window.
 func unmarshalGzipZinfo(blob []byte) (*GzipZinfo, error) {
 	if len(blob) < zinfoHeaderSize {
 		return nil, fmt.Errorf("%w: gzip zinfo of %d bytes is shorter than its header", ErrInvalid, len(blob))
@@ -48,12 +50,15 @@ func unmarshalGzipZinfo(blob []byte) (*GzipZinfo, error) {
 	}
 	// n is now bounded by len(blob)/zinfoRecordSize+1.
 	z := &GzipZinfo{SpanSize: spanSize, Checkpoints: make([]Checkpoint, 0, n), Legacy: stored < n}
+	windows := make([]byte, n*WindowSize)
+	window := func(i int64) []byte { return windows[i*WindowSize : (i+1)*WindowSize : (i+1)*WindowSize] }
 	if z.Legacy {
-		z.Checkpoints = append(z.Checkpoints, Checkpoint{In: legacyFirstIn, Window: make([]byte, WindowSize)})
+		z.Checkpoints = append(z.Checkpoints, Checkpoint{In: legacyFirstIn, Window: window(n - 1)})
 	}
 	for i := int64(0); i < stored; i++ {
 		r := blob[zinfoHeaderSize+i*zinfoRecordSize:]
-		w := r[17 : 17+WindowSize : 17+WindowSize]
+		w := window(i)
+		copy(w, r[17:17+WindowSize])
 		z.Checkpoints = append(z.Checkpoints, Checkpoint{
 			In:     int64(binary.LittleEndian.Uint64(r)),
 			Out:    int64(binary.LittleEndian.Uint64(r[8:])),
