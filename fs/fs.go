@@ -90,6 +90,8 @@ type FS struct {
 	layers  map[string]*mounted
 	closed  bool
 	pending sync.WaitGroup // Mount calls in progress
+
+	mem memoryRelease // returns what mounts used transiently
 }
 
 // New checks the environment and returns an FS keeping its state (the span
@@ -158,6 +160,7 @@ func (f *FS) Close() error {
 	f.closed = true
 	f.mu.Unlock()
 	f.pending.Wait()
+	f.mem.close()
 
 	f.mu.Lock()
 	layers := f.layers
@@ -190,6 +193,7 @@ func (f *FS) Detach() error {
 	f.closed = true
 	f.mu.Unlock()
 	f.pending.Wait()
+	f.mem.close()
 	var errs []error
 	if f.sched != nil {
 		errs = append(errs, f.sched.Close())

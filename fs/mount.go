@@ -71,6 +71,7 @@ func (f *FS) MountLayer(ctx context.Context, mountpoint string, ref LayerRef) er
 	}
 	f.met.mountSeconds.WithLabelValues("mounted").Observe(time.Since(start).Seconds())
 	f.met.mounted.Inc()
+	f.mem.afterMount()
 	log.G(ctx).WithField("mountpoint", mp).WithField("layer", ref.LayerDigest).
 		Debugf("layer mounted lazily (%d entries) in %v", m.entries, time.Since(start))
 	return nil
