@@ -107,6 +107,8 @@ type Registry struct {
 type Metrics struct {
 	Address string `toml:"address" comment:"Serve /metrics on this address; empty disables metrics."`
 	Network string `toml:"network" comment:"tcp or unix."`
+	// Pprof is off by default: profiles show file names and take CPU.
+	Pprof bool `toml:"pprof" comment:"Also serve Go's profiles under /debug/pprof/ on the metrics address (heap, goroutines, CPU), for diagnosing memory or CPU use."`
 }
 
 // Parse reads a configuration: values present in r replace the defaults,

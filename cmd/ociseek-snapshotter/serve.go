@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -148,7 +149,8 @@ func listenUnix(address string) (net.Listener, error) {
 	return lis, nil
 }
 
-// serveMetrics serves GET /metrics when an address is configured.
+// serveMetrics serves GET /metrics when an address is configured, and the
+// pprof handlers when asked to.
 func serveMetrics(cfg config.Metrics, reg *prometheus.Registry, errc chan<- error) (*http.Server, error) {
 	if cfg.Address == "" {
 		return nil, nil
@@ -162,6 +164,13 @@ func serveMetrics(cfg config.Metrics, reg *prometheus.Registry, errc chan<- erro
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
