@@ -63,7 +63,7 @@ type daemon struct {
 // startDaemon starts the daemon under dir as systemd starts a Type=notify
 // service, and returns once it has reported READY=1. Each opt may change
 // the command before it starts.
-func startDaemon(t *testing.T, dir string, opts ...func(*exec.Cmd)) *daemon {
+func startDaemon(t testing.TB, dir string, opts ...func(*exec.Cmd)) *daemon {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the daemon mounts overlay")
@@ -121,7 +121,7 @@ func startDaemon(t *testing.T, dir string, opts ...func(*exec.Cmd)) *daemon {
 
 // listenNotify opens the datagram socket the daemon notifies, as systemd
 // does for Type=notify services, and forwards each message to d.notified.
-func (d *daemon) listenNotify(t *testing.T, dir string) string {
+func (d *daemon) listenNotify(t testing.TB, dir string) string {
 	t.Helper()
 	path := filepath.Join(dir, "notify.sock")
 	os.Remove(path) // left by a daemon started earlier in dir
@@ -144,7 +144,7 @@ func (d *daemon) listenNotify(t *testing.T, dir string) string {
 }
 
 // client returns containerd's own proxy snapshotter, as containerd uses it.
-func (d *daemon) client(t *testing.T) snapshots.Snapshotter {
+func (d *daemon) client(t testing.TB) snapshots.Snapshotter {
 	conn, err := grpc.NewClient("unix://"+d.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +154,7 @@ func (d *daemon) client(t *testing.T) snapshots.Snapshotter {
 }
 
 // stop sends sig and waits for a clean exit.
-func (d *daemon) stop(t *testing.T, sig syscall.Signal) {
+func (d *daemon) stop(t testing.TB, sig syscall.Signal) {
 	t.Helper()
 	d.cmd.Process.Signal(sig)
 	select {
