@@ -31,6 +31,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // ErrCacheMiss reports a key that is not cached, or whose file was found
@@ -57,6 +58,7 @@ type Opt func(*config) error
 type config struct {
 	maxBytes  int64
 	blockSize int64
+	buffered  bool // never write with direct I/O
 }
 
 // WithMaxBytes bounds the bytes on disk (values and their trailers).
@@ -77,6 +79,15 @@ func WithBlockSize(n int64) Opt {
 			return fmt.Errorf("cache block size %d: must be in [512, 1 GiB]", n)
 		}
 		c.blockSize = n
+		return nil
+	}
+}
+
+// WithBufferedWrites turns direct I/O off: every value goes through the page
+// cache, as on a filesystem without O_DIRECT (tests compare the two).
+func WithBufferedWrites() Opt {
+	return func(c *config) error {
+		c.buffered = true
 		return nil
 	}
 }
@@ -116,6 +127,9 @@ type Cache struct {
 	used    int64
 	closed  bool
 	stats   Stats
+
+	// noDirect is set once direct I/O was refused by the filesystem.
+	noDirect atomic.Bool
 
 	// scratchMu guards freeScratch, read buffers for reuse (read.go).
 	scratchMu   sync.Mutex
@@ -171,7 +185,7 @@ func (c *Cache) Put(key string, data []byte) error {
 		return fmt.Errorf("cache put %q: %w", key, ErrClosed)
 	}
 	path := filepath.Join(c.dir, fileName(key))
-	if err := writeAtomic(c.dir, path, data, trailer); err != nil {
+	if err := c.writeAtomic(path, data, trailer); err != nil {
 		return fmt.Errorf("cache put %q: %w", key, err)
 	}
 	e := &entry{key: key, path: path, fileSize: size, dataLen: int64(len(data)),
@@ -185,9 +199,10 @@ func (c *Cache) Put(key string, data []byte) error {
 }
 
 // writeAtomic writes data+trailer to a temp file in dir and renames it to
-// path, so the final name only ever holds a complete file.
-func writeAtomic(dir, path string, data, trailer []byte) (err error) {
-	f, err := os.CreateTemp(dir, tempPrefix+"*")
+// path, so the final name only ever holds a complete file. The aligned bulk
+// of data is written with direct I/O where it can be (direct.go).
+func (c *Cache) writeAtomic(path string, data, trailer []byte) (err error) {
+	f, err := os.CreateTemp(c.dir, tempPrefix+"*")
 	if err != nil {
 		return fmt.Errorf("create temp file: %w", err)
 	}
@@ -197,10 +212,22 @@ func writeAtomic(dir, path string, data, trailer []byte) (err error) {
 			os.Remove(f.Name())
 		}
 	}()
-	if _, err = f.Write(data); err != nil {
+	var off int64
+	if n := c.directLen(data); n > 0 {
+		ok, err := writeDirect(f.Name(), data[:n])
+		if err != nil {
+			return fmt.Errorf("write temp file: %w", err)
+		}
+		if ok {
+			off = n
+		} else {
+			c.noDirect.Store(true) // not supported here: stop trying
+		}
+	}
+	if _, err = f.WriteAt(data[off:], off); err != nil {
 		return fmt.Errorf("write temp file: %w", err)
 	}
-	if _, err = f.Write(trailer); err != nil {
+	if _, err = f.WriteAt(trailer, int64(len(data))); err != nil {
 		return fmt.Errorf("write temp file: %w", err)
 	}
 	if err = f.Close(); err != nil {
