@@ -88,6 +88,15 @@ type Registry struct {
 	done chan struct{} // closed when cmd has been waited for
 }
 
+// PID returns the registry process's ID (benchmarks read its CPU time from
+// /proc), or 0 when it is not running.
+func (r *Registry) PID() int {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return 0
+	}
+	return r.cmd.Process.Pid
+}
+
 // Start starts a registry of the given kind and registers its stop with
 // t.Cleanup. It fails the test if the binary is missing or the registry
 // does not come up.
