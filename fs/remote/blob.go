@@ -170,7 +170,7 @@ func (b *Blob) probe(ctx context.Context) (int64, error) {
 		if err != nil {
 			return err
 		}
-		defer resp.Body.Close()
+		defer closeForReuse(resp.Body)
 		info, err := checkRange(resp, 0, 1)
 		total = info.total
 		if err == nil && total < 0 {
@@ -179,6 +179,15 @@ func (b *Blob) probe(ctx context.Context) (int64, error) {
 		return err
 	})
 	return total, err
+}
+
+// closeForReuse reads what is left of a short body, up to a few KiB, before
+// closing it: a body closed unread takes its connection with it, and the
+// next request (a layer's first span, right after the probe at mount) then
+// waited for a new connection, measured at 4 ms on loopback.
+func closeForReuse(body io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, 4<<10))
+	body.Close()
 }
 
 // FetchRange returns a stream of the bytes [start, end) of the blob. The
