@@ -139,6 +139,9 @@ func (f *flight) watch(need int64, unverified bool) <-chan struct{} {
 	f.watched = true
 	f.wantNeed = min(f.wantNeed, need)
 	f.wantAny = f.wantAny || unverified
+	if need > f.produced {
+		f.arrived.Broadcast() // awaitPrefix: a reader needs more than the prefix
+	}
 	return f.changed
 }
 

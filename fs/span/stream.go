@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -23,13 +24,22 @@ const readPiece = 64 << 10
 // progress is published to waiting readers at least that often.
 const inflateStep = 32 << 10
 
-// prefixSlack is added to the estimated compressed size (plus a quarter)
+// prefixSlack is added to the estimated compressed size (plus an eighth)
 // of the part a deferred-mode read needs: deflate emits a block's bytes
 // only after its header and tables, and the estimate assumes the span
-// compresses evenly. Erring short costs only waiting for the second
-// request, which streams the rest of the span anyway; erring long costs
-// transfer before the answer.
-const prefixSlack = 32 << 10
+// compresses evenly. Erring short costs the reader one more round trip (the
+// second request starts as soon as the inflater runs dry with a reader
+// waiting); erring long costs transfer before the answer.
+const prefixSlack = 16 << 10
+
+// restDelay is how long a deferred-mode flight waits, once the read that
+// started it can be answered, before it asks for the rest of the span
+// (unless a reader needs more of it first). Started at once, that transfer
+// raced the answer: on loopback a hundred KiB or more arrived before the
+// caller got its bytes, competing for the link and the CPU. The delay
+// postpones the span's verification by as much; the flight still verifies
+// it even if every reader has gone.
+const restDelay = 20 * time.Millisecond
 
 // maxDeflateRatio bounds how many bytes deflate can produce per compressed
 // byte (1032:1 plus block overhead); a span claiming more is refused before
@@ -83,7 +93,7 @@ func (m *Manager) requestPlan(f *flight) []int64 {
 	}
 	ratio := float64(size) / float64(max(s.UncompressedSize(), 1))
 	est := int64(float64(f.firstNeed) * ratio)
-	first := est + est/4 + prefixSlack
+	first := est + est/8 + prefixSlack
 	if first >= size*3/4 {
 		return []int64{size}
 	}
@@ -122,14 +132,33 @@ func (m *Manager) fetchPart(ctx context.Context, f *flight, h hash.Hash, pos *in
 
 // awaitPrefix holds back the request for the rest of a deferred-mode span
 // until the read that started the flight can be answered (or the inflater
-// needs more bytes than the prefix had, or stopped), so that answer is not
-// slowed by a transfer competing with it for the link and the CPU.
+// needs more bytes than the prefix had, or stopped), and then for restDelay
+// more unless a reader waits for bytes the prefix does not hold, so that
+// the answer is not slowed by a transfer competing with it for the link
+// and the CPU.
 func (f *flight) awaitPrefix() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	// inWait alone could be left from before the prefix's last piece
 	// arrived: the inflater must have used every byte received.
-	for f.produced < f.firstNeed && !(f.inWait && f.waitAt >= f.have) && !f.inflateEnded {
+	starved := func() bool { return f.inWait && f.waitAt >= f.have }
+	for f.produced < f.firstNeed && !starved() && !f.inflateEnded {
+		f.arrived.Wait()
+	}
+	if f.inflateEnded {
+		return
+	}
+	deadline := time.Now().Add(restDelay)
+	timer := time.AfterFunc(restDelay, func() {
+		f.mu.Lock()
+		f.arrived.Broadcast()
+		f.mu.Unlock()
+	})
+	defer timer.Stop()
+	// A reader is waiting for more once it watches for bytes past what was
+	// produced, and the inflater has used up the prefix.
+	for time.Now().Before(deadline) && !f.inflateEnded &&
+		!(starved() && f.watched && f.wantNeed > f.produced) {
 		f.arrived.Wait()
 	}
 }
