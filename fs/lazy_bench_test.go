@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ociseek/ociseek/fs/remote"
 	"github.com/ociseek/ociseek/fs/span"
 	"github.com/ociseek/ociseek/internal/regtest"
 	"github.com/ociseek/ociseek/ztoc"
@@ -35,12 +36,16 @@ import (
 // P); a container's reads never hold the daemon's Ps.
 
 // countingDoer counts the response body bytes received from the registry.
+// Its client has the daemon's transport (remote.NewTransport): Go's default
+// one keeps two idle connections per host, so with more spans in flight
+// every further range request paid for a new connection.
 type countingDoer struct {
-	bytes atomic.Int64
+	client http.Client
+	bytes  atomic.Int64
 }
 
 func (c *countingDoer) Do(req *http.Request) (*http.Response, error) {
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.client.Do(req)
 	if err == nil {
 		resp.Body = &countingBody{ReadCloser: resp.Body, n: &c.bytes}
 	}
@@ -62,7 +67,7 @@ func (b *countingBody) Read(p []byte) (int, error) {
 // counted, closed when the benchmark ends; no background fetch.
 func benchFS(b *testing.B, img *image, verify span.VerifyMode) (*FS, *countingDoer) {
 	b.Helper()
-	doer := &countingDoer{}
+	doer := &countingDoer{client: http.Client{Transport: remote.NewTransport()}}
 	blobs := remoteBlobs()
 	blobs.Client = doer
 	f, err := New(b.TempDir(), newSource(img), blobs, WithSpanOptions(span.Options{Verify: verify}))
