@@ -379,9 +379,13 @@ func processCPU(b *testing.B, pid int) time.Duration {
 	// Fields after the command name, which is in parentheses and may
 	// hold spaces: state is the first, utime the 12th, stime the 13th.
 	rest := stat[bytes.LastIndexByte(stat, ')')+2:]
-	f := bytes.Fields(rest)
+	return sumTicks(bytes.Fields(rest)[11:13])
+}
+
+// sumTicks adds up fields of clock ticks (10 ms each).
+func sumTicks(fields [][]byte) time.Duration {
 	var ticks int64
-	for _, s := range f[11:13] {
+	for _, s := range fields {
 		var v int64
 		fmt.Sscan(string(s), &v)
 		ticks += v
@@ -432,12 +436,5 @@ func machineIdle(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	// The first line sums all CPUs: "cpu user nice system idle iowait ...".
-	f := bytes.Fields(stat[:bytes.IndexByte(stat, '\n')])
-	var ticks int64
-	for _, s := range f[4:6] {
-		var v int64
-		fmt.Sscan(string(s), &v)
-		ticks += v
-	}
-	return time.Duration(ticks) * 10 * time.Millisecond
+	return sumTicks(bytes.Fields(stat[:bytes.IndexByte(stat, '\n')])[4:6])
 }
