@@ -45,7 +45,9 @@ func (d *decoder) huffman() error {
 // distance code and its extra bits (15+5+15+13 = 48). It is one long
 // function on purpose: it is the hot loop, and its state lives in registers.
 func (d *decoder) fast() int {
-	in, out := d.in, d.out
+	// As an array, out's length is a constant: with op < outLimit from the
+	// loop condition the compiler drops bounds checks of literal stores.
+	in, out := d.in, (*[outSize]byte)(d.out)
 	bits, nbits, pos, op := d.bits, d.nbits, d.pos, d.op
 	lt, dt := d.lt, d.dt
 	hist := d.hist
@@ -118,7 +120,7 @@ func (d *decoder) fast() int {
 			binary.LittleEndian.PutUint64(out[op:], binary.LittleEndian.Uint64(out[src:]))
 			binary.LittleEndian.PutUint64(out[op+8:], binary.LittleEndian.Uint64(out[src+8:]))
 		} else {
-			copyMatch(out, op, dist, length)
+			copyMatch(out[:], op, dist, length)
 		}
 		op += length
 	}
