@@ -168,16 +168,52 @@ func (d *daemon) stop(t testing.TB, sig syscall.Signal) {
 }
 
 func (d *daemon) scrape(t *testing.T) string {
+	_, body := d.get(t, "/metrics")
+	return body
+}
+
+// get fetches path from the daemon's metrics listener.
+func (d *daemon) get(t *testing.T, path string) (status int, body string) {
 	hc := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", d.metrics)
 	}}}
-	resp, err := hc.Get("http://metrics/metrics")
+	resp, err := hc.Get("http://metrics" + path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return string(b)
+	return resp.StatusCode, string(b)
+}
+
+// TestDaemonPprof checks that Go's profiles are served on the metrics
+// address only when [metrics] pprof is set.
+func TestDaemonPprof(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		dir := t.TempDir()
+		d := startDaemon(t, dir, func(c *exec.Cmd) {
+			if !on {
+				return
+			}
+			// startDaemon's config ends with the [metrics] table.
+			f, err := os.OpenFile(filepath.Join(dir, "config.toml"), os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.WriteString("pprof = true\n"); err != nil {
+				t.Fatal(err)
+			}
+		})
+		status, body := d.get(t, "/debug/pprof/heap?debug=1")
+		switch {
+		case on && (status != http.StatusOK || !strings.Contains(body, "heap profile")):
+			t.Errorf("pprof on: GET /debug/pprof/heap = %d, %.80q; want 200 and a heap profile", status, body)
+		case !on && status != http.StatusNotFound:
+			t.Errorf("pprof off: GET /debug/pprof/heap = %d, want 404", status)
+		}
+		d.stop(t, syscall.SIGINT)
+	}
 }
 
 func TestDaemonServesSnapshotsAPI(t *testing.T) {
