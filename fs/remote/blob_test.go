@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -179,5 +181,34 @@ func TestMissingCredentialsNotRetried(t *testing.T) {
 	}
 	if n := len(reg.Requests(t)) - before; n > 2 {
 		t.Fatalf("open without credentials sent %d requests; want it to give up at once", n)
+	}
+}
+
+// TestProbeConnectionReused checks that the first range request after Open
+// reuses the probe's connection: a probe that closed its one-byte body
+// unread took the connection with it, and a layer's first span waited for a
+// new one.
+func TestProbeConnectionReused(t *testing.T) {
+	reg := regtest.Start(t, regtest.KindDistribution)
+	data := randBytes(3, 1<<20)
+	dgst := pushBlob(t, reg, "test/probe", data)
+	var dials atomic.Int32
+	tr := NewTransport()
+	dial := tr.DialContext
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return dial(ctx, network, addr)
+	}
+	client := &auth.Client{Client: &http.Client{Transport: tr}}
+	ctx := context.Background()
+	b, err := Open(ctx, client, reg.Ref("test/probe", ""), dgst, fastOpts())
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	if got, err := readRange(ctx, b, 4096, 8192); err != nil || !bytes.Equal(got, data[4096:8192]) {
+		t.Fatalf("range after the probe: %d bytes, %v", len(got), err)
+	}
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("%d connections for the probe and one range request, want 1", n)
 	}
 }
