@@ -7,8 +7,10 @@ import (
 )
 
 // mountSettle is how long after the last mount of a burst (an image's
-// layers are mounted together) the memory they left behind is returned.
-const mountSettle = time.Second
+// layers are mounted together) the memory they left behind is returned:
+// long enough for the start-up reads of the containers just mounted not
+// to share the CPU with the forced collection.
+const mountSettle = 5 * time.Second
 
 // memoryRelease returns to the OS, once a burst of mounts has settled, the
 // heap those mounts used only while they ran: decoding a zTOC and building

@@ -155,9 +155,9 @@ func BenchmarkDaemonMemory20k(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { _ = mount.UnmountAll(dir, 0) }) // on a failure below
-		// Idle: what mounting left behind, once the allocations of the
-		// mount itself could have been collected.
-		time.Sleep(2 * time.Second)
+		// Idle: what mounting left behind, once the daemon has returned
+		// what the mount used only while mounting (fs.mountSettle, 5 s).
+		time.Sleep(6 * time.Second)
 		rss, _ = procMemory(b, pid)
 		idle += rss
 		if _, err := os.ReadDir(filepath.Join(dir, "data")); err != nil {
