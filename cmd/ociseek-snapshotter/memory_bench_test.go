@@ -26,14 +26,11 @@ import (
 	"github.com/ociseek/ociseek/ztoc/ztoctest"
 )
 
-// memLayer20kBytes is the file data of memLayer20k.
-const memLayer20kBytes = 91804824
-
 // memLayer20k is the layer of the memory benchmark: 200 directories of 100
 // text-like files of 1–8 KiB, 20,000 files and 20,201 entries, about 92 MB
-// of file data, gzip level 6. Text compresses about 4:1, so the 4 MiB spans are
-// about 1 MiB compressed, as in real layers of configuration and scripts.
-func memLayer20k(t testing.TB) []byte {
+// of file data, gzip level 6, like a layer of configuration and scripts. It
+// returns the layer and the bytes of its files.
+func memLayer20k(t testing.TB) (layer []byte, fileBytes int64) {
 	words := strings.Fields("the of and to in is that for it as with was on be by at this " +
 		"config value service listen port timeout retry path file user group mode error " +
 		"return func struct import package string int64 byte slice map channel")
@@ -56,11 +53,12 @@ func memLayer20k(t testing.TB) []byte {
 			}
 			entries = append(entries, ztoctest.File{Name: fmt.Sprintf("%sf%03d.txt", dir, f),
 				Type: tar.TypeReg, Mode: 0o644, Body: []byte(sb.String()[:n])})
+			fileBytes += int64(n)
 		}
 	}
 	// Whole seconds, as image builders write them: no PAX record per entry.
 	mtime := time.Date(2024, 3, 4, 5, 6, 7, 0, time.UTC)
-	return ztoctest.Layer(t, entries, ztoctest.LayerOptions{Gzip: true, ModTime: mtime})
+	return ztoctest.Layer(t, entries, ztoctest.LayerOptions{Gzip: true, ModTime: mtime}), fileBytes
 }
 
 // procMemory returns the resident set (VmRSS) and its high-water mark
@@ -125,7 +123,7 @@ func readTree(t testing.TB, dir string) int64 {
 func BenchmarkDaemonMemory20k(b *testing.B) {
 	ctx := context.Background()
 	reg := regtest.Start(b, regtest.KindDistribution)
-	layer := memLayer20k(b)
+	layer, fileBytes := memLayer20k(b)
 	img := reg.PushImage(b, "mem20k", [][]byte{layer}, nil)
 	if _, err := build.Create(ctx, reg.Repository(b, "mem20k"), "latest", nil, build.CreateOptions{}); err != nil {
 		b.Fatalf("create SOCI index: %v", err)
@@ -166,8 +164,8 @@ func BenchmarkDaemonMemory20k(b *testing.B) {
 		walkTree(b, dir)
 		rss, _ = procMemory(b, pid)
 		walked += rss
-		if n := readTree(b, dir); n != memLayer20kBytes {
-			b.Fatalf("read %d bytes through the mount, want the layer's %d", n, memLayer20kBytes)
+		if n := readTree(b, dir); n != fileBytes {
+			b.Fatalf("read %d bytes through the mount, want the layer's %d", n, fileBytes)
 		}
 		_, hwm := procMemory(b, pid)
 		peak += hwm
