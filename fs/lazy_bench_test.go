@@ -11,9 +11,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ociseek/ociseek/fs/remote"
 	"github.com/ociseek/ociseek/fs/span"
@@ -35,47 +36,41 @@ import (
 // on one core for stretches (the 64 MiB read went 12 % faster with a third
 // P); a container's reads never hold the daemon's Ps.
 
-// countingDoer counts the response body bytes received from the registry.
-// Its client has the daemon's transport (remote.NewTransport): Go's default
-// one keeps two idle connections per host, so with more spans in flight
-// every further range request paid for a new connection.
-type countingDoer struct {
-	client http.Client
-	bytes  atomic.Int64
-}
-
-func (c *countingDoer) Do(req *http.Request) (*http.Response, error) {
-	resp, err := c.client.Do(req)
-	if err == nil {
-		resp.Body = &countingBody{ReadCloser: resp.Body, n: &c.bytes}
-	}
-	return resp, err
-}
-
-type countingBody struct {
-	io.ReadCloser
-	n *atomic.Int64
-}
-
-func (b *countingBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	b.n.Add(int64(n))
-	return n, err
-}
-
-// benchFS returns a fresh FS (empty span cache) whose registry traffic is
-// counted, closed when the benchmark ends; no background fetch.
-func benchFS(b *testing.B, img *image, verify span.VerifyMode) (*FS, *countingDoer) {
+// benchFS returns a fresh FS (empty span cache), no background fetch, and
+// the metrics registry its counters are on: the bytes fetched are read from
+// its own ociseek_span_fetched_bytes_total, as an operator would. Its client
+// has the daemon's transport (remote.NewTransport): Go's default one keeps
+// two idle connections per host, so with more spans in flight every further
+// range request paid for a new connection.
+func benchFS(b *testing.B, img *image, verify span.VerifyMode) (*FS, *prometheus.Registry) {
 	b.Helper()
-	doer := &countingDoer{client: http.Client{Transport: remote.NewTransport()}}
 	blobs := remoteBlobs()
-	blobs.Client = doer
-	f, err := New(b.TempDir(), newSource(img), blobs, WithSpanOptions(span.Options{Verify: verify}))
+	blobs.Client = &http.Client{Transport: remote.NewTransport()}
+	reg := prometheus.NewRegistry()
+	f, err := New(b.TempDir(), newSource(img), blobs, WithSpanOptions(span.Options{Verify: verify}), WithRegisterer(reg))
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { f.Close() })
-	return f, doer
+	return f, reg
+}
+
+// fetchedBytes sums ociseek_span_fetched_bytes_total over its reasons.
+func fetchedBytes(b *testing.B, reg *prometheus.Registry) int64 {
+	b.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range families {
+		if mf.GetName() == "ociseek_span_fetched_bytes_total" {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return int64(sum)
 }
 
 // closeFS closes f (unmounting its layer) at the end of an iteration, so
@@ -133,12 +128,12 @@ func mountFresh(b *testing.B, f *FS, img *image) string {
 // copy), in strict and deferred verification, and reports the time and
 // what crossed the network before them, against what had to: needed-KiB is
 // the compressed bytes from the span's checkpoint to the end of the file,
-// the least any reader of this zTOC must receive. It runs on both registries:
+// the least any reader of this zTOC must receive. Baselines from the same
+// iteration: a one-byte range request (the registry's round trip, the floor
+// of any cold read) and the reference's way, a whole-span read (fetch the
+// span, check its digest, inflate it). It runs on both registries:
 // distribution takes 2–4 ms to answer a range request here and sends at
-// about 600 MB/s, which is most of a strict read's time. Baselines from the same iteration:
-// a one-byte range request (the registry's round trip, the floor of any cold
-// read) and the reference's way, a whole-span read (fetch the span, check
-// its digest, inflate it).
+// about 600 MB/s, which is most of a strict read's time.
 func BenchmarkMountColdSmallFile(b *testing.B) {
 	for _, kind := range []regtest.Kind{regtest.KindDistribution, regtest.KindOlareg} {
 		b.Run("registry="+string(kind), func(b *testing.B) { benchColdSmallFile(b, regtest.Start(b, kind)) })
@@ -168,13 +163,13 @@ func benchColdSmallFile(b *testing.B, reg *regtest.Registry) {
 			var read, localCat, rtt, whole time.Duration
 			var fetched int64
 			for b.Loop() {
-				f, doer := benchFS(b, img, mode.verify)
+				f, metrics := benchFS(b, img, mode.verify)
 				mp := mountFresh(b, f, img)
-				before := doer.bytes.Load()
+				before := fetchedBytes(b, metrics)
 				start := time.Now()
 				got := catFiles(b, filepath.Join(mp, name))
 				read += time.Since(start)
-				fetched += doer.bytes.Load() - before
+				fetched += fetchedBytes(b, metrics) - before
 				if !bytes.Equal(got, want) {
 					b.Fatalf("read %s: %d bytes that differ from the layer's", name, len(got))
 				}
