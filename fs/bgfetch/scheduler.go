@@ -6,9 +6,9 @@
 // Concepts:
 //   - Foreground first: while any foreground read is in progress, and for a
 //     quiet period after the last one ends or a layer is added, no step
-//     starts. A step already
-//     running (one span) is allowed to finish. Readers signal through
-//     Foreground, which fs/span calls around every read.
+//     starts. A step already running (one span) is allowed to finish.
+//     Readers signal through Foreground, which fs/span calls around every
+//     read.
 //   - Rate limit: the bytes each step fetched are charged to a token bucket
 //     (golang.org/x/time/rate) before the next step runs.
 //   - A step that fails (registry down) is retried after a delay; a layer

@@ -109,9 +109,8 @@ func (p *bufPool) get(n int64) []byte {
 	return allocBuffer(n, n+n/16)
 }
 
-// put returns b to the pool, or to the garbage collector when the pool is
-// full (dropping its smallest buffers first, which are the cheapest to
-// allocate again).
+// put returns b to the pool, or unmaps it when the pool is full (dropping
+// its smallest buffers first, which are the cheapest to allocate again).
 func (p *bufPool) put(b []byte) {
 	if cap(b) == 0 {
 		return
