@@ -43,25 +43,42 @@ func (c *countingReader) Seek(offset int64, whence int) (int64, error) {
 // archive/tar reports them, long-name and PAX headers folded in) and the
 // number of bytes consumed up to and including the end-of-archive blocks.
 func readTOC(ctx context.Context, r io.Reader) ([]FileMetadata, int64, error) {
+	var toc []FileMetadata
+	size, err := walkTOC(ctx, r, func(m FileMetadata) error {
+		toc = append(toc, m)
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return toc, size, nil
+}
+
+// walkTOC parses the tar stream r as readTOC does, handing each entry to fn
+// as soon as its header is read (so a caller comparing entries need not
+// hold them all), and returns the archive size. An error from fn stops the
+// walk and is returned as is.
+func walkTOC(ctx context.Context, r io.Reader, fn func(FileMetadata) error) (int64, error) {
 	cr := &countingReader{r: r}
 	tr := tar.NewReader(cr)
-	var toc []FileMetadata
-	for {
+	for i := 0; ; i++ {
 		if err := ctx.Err(); err != nil {
-			return nil, 0, err
+			return 0, err
 		}
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			return toc, cr.n, nil
+			return cr.n, nil
 		}
 		if err != nil {
-			return nil, 0, fmt.Errorf("read tar entry %d at offset %d: %w", len(toc), cr.n, err)
+			return 0, fmt.Errorf("read tar entry %d at offset %d: %w", i, cr.n, err)
 		}
 		m, err := entryFromHeader(h, cr.n)
 		if err != nil {
-			return nil, 0, fmt.Errorf("tar entry %d (%q): %w", len(toc), h.Name, err)
+			return 0, fmt.Errorf("tar entry %d (%q): %w", i, h.Name, err)
 		}
-		toc = append(toc, m)
+		if err := fn(m); err != nil {
+			return 0, err
+		}
 	}
 }
 
