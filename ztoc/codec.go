@@ -35,6 +35,7 @@ func unmarshalLimit(buf []byte, limit int) (*Ztoc, error) {
 	if err := z.Validate(); err != nil {
 		return nil, err
 	}
+	z.Digest = digest.FromBytes(buf)
 	return z, nil
 }
 

@@ -95,6 +95,10 @@ type Ztoc struct {
 	Gzip *GzipZinfo
 	// Tar holds the geometry of an uncompressed layer; nil for gzip.
 	Tar *TarZinfo
+	// Digest is the sha256 of the flatbuffer the zTOC was decoded from, set
+	// by Unmarshal; empty for a zTOC built in memory. Caches key derived
+	// data by it, so that two zTOCs of one layer never share entries.
+	Digest digest.Digest
 }
 
 // FileMetadata is one tar entry of the TOC, with its fields as stored.

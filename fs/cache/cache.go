@@ -285,6 +285,17 @@ func (c *Cache) Has(key string) bool {
 	return ok
 }
 
+// Len returns the length of key's value and whether key is indexed.
+func (c *Cache) Len(key string) (int64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.entries[key]
+	if !ok {
+		return 0, false
+	}
+	return el.Value.(*entry).dataLen, true
+}
+
 // Remove deletes key's value, if any.
 func (c *Cache) Remove(key string) {
 	c.mu.Lock()

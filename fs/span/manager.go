@@ -148,7 +148,8 @@ type Manager struct {
 	opts    Options
 	metrics *Metrics
 	spans   []ztoc.Span
-	total   int64 // uncompressed size
+	total   int64  // uncompressed size
+	ztocID  string // the zTOC's identity in cache keys (identity.go)
 
 	hdrOnce    sync.Once
 	hdrOffsets map[int64]int64 // data offset → header offset
@@ -196,6 +197,7 @@ func New(z *ztoc.Ztoc, blob BlobReader, cache Cache, opts Options) (*Manager, er
 	if err := m.loadSpans(); err != nil {
 		return nil, fmt.Errorf("span manager for %s: %w", opts.LayerDigest, err)
 	}
+	m.ztocID = ztocIdentity(z)
 	if m.metrics == nil {
 		m.metrics, _ = NewMetrics(nil)
 	}
@@ -307,8 +309,11 @@ func (m *Manager) setState(id ztoc.SpanID, to spanState) {
 	m.state[id] = to
 }
 
+// cacheKey names span id's uncompressed bytes in the cache. The zTOC is
+// part of the key: two zTOCs of one layer (other span sizes, other tools)
+// cut it into different spans, and must never read each other's entries.
 func (m *Manager) cacheKey(id ztoc.SpanID) string {
-	return fmt.Sprintf("%s/%d", m.opts.LayerDigest, id)
+	return fmt.Sprintf("%s/%s/%d", m.opts.LayerDigest, m.ztocID, id)
 }
 
 // ReadAt reads the uncompressed tar bytes [off, off+len(p)). It returns
@@ -362,8 +367,7 @@ func (m *Manager) readSpan(ctx context.Context, id ztoc.SpanID, dst []byte, off 
 	case stateFailed:
 		return m.Failed()
 	case stateVerified:
-		n, err := m.cache.ReadAt(m.cacheKey(id), dst, off)
-		if n == len(dst) && (err == nil || err == io.EOF) {
+		if m.readCached(id, dst, off) {
 			return nil
 		}
 		m.metrics.CacheMisses.Inc()
