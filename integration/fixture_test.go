@@ -15,10 +15,8 @@ import (
 
 	"github.com/ociseek/ociseek/integration/harness"
 	"github.com/ociseek/ociseek/internal/regtest"
+	"github.com/ociseek/ociseek/ztoc/ztoctest"
 )
-
-// fixturesDir holds the artifacts made by the AWS SOCI tooling.
-const fixturesDir = "../../shared/fixtures"
 
 // TestAWSLayoutMountsLazily pushes the SOCI-enabled (v2) image that AWS's
 // soci convert wrote, pulls it with ociseek pull, and reads every regular
@@ -26,7 +24,7 @@ const fixturesDir = "../../shared/fixtures"
 // content the reference tooling recorded.
 func TestAWSLayoutMountsLazily(t *testing.T) {
 	ctx := testContext(t)
-	layout := filepath.Join(fixturesDir, "soci-v2-layout")
+	layout := ztoctest.LayoutDir(t)
 	reg := regtest.Start(t, regtest.KindDistribution)
 	reg.PushLayout(t, layout, "aws", "v2")
 	env := harness.NewEnv(t, tools, harness.EnvOptions{})
@@ -154,7 +152,7 @@ func readJSON(t *testing.T, path string, v any) {
 // markers are left out: the layer presents them the overlayfs way.
 func fixtureExpectations(t *testing.T) map[digest.Digest]map[string]string {
 	t.Helper()
-	paths, err := filepath.Glob(filepath.Join(fixturesDir, "ztoc", "*.expect.json"))
+	paths, err := filepath.Glob(filepath.Join(ztoctest.FixturesDir(t), "ztoc", "*.expect.json"))
 	if err != nil || len(paths) == 0 {
 		t.Fatalf("fixture expectations: %v (%d files)", err, len(paths))
 	}

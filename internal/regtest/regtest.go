@@ -13,8 +13,10 @@
 // files (WriteDockerConfig), and what clients send when refused
 // (Requests).
 //
-// The binaries are built from pinned tool modules (make tools) into the
-// directory named by $OCISEEK_TOOLS_BIN. Each registry gets a private storage
+// The binaries come from the pinned tool modules under tools/: `make tools`
+// builds them into $OCISEEK_TOOLS_BIN (default bin/tools), and package
+// toolbin builds a missing one on first use; when that is impossible the
+// test is skipped with a how-to. Each registry gets a private storage
 // directory and a free port, and is stopped by PID when the test ends.
 //
 // Hazards: a Registry is not safe for concurrent Stop/Restart calls; the
@@ -36,6 +38,8 @@ import (
 	"time"
 
 	orasremote "oras.land/oras-go/v2/registry/remote"
+
+	"github.com/ociseek/ociseek/internal/toolbin"
 )
 
 // Kind names one registry implementation and configuration.
@@ -52,7 +56,7 @@ const (
 )
 
 // EnvToolsBin names the directory holding the registry binaries.
-const EnvToolsBin = "OCISEEK_TOOLS_BIN"
+const EnvToolsBin = toolbin.EnvDir
 
 // startTimeout bounds how long a registry may take to answer /v2/.
 const startTimeout = 20 * time.Second
@@ -98,8 +102,8 @@ func (r *Registry) PID() int {
 }
 
 // Start starts a registry of the given kind and registers its stop with
-// t.Cleanup. It fails the test if the binary is missing or the registry
-// does not come up.
+// t.Cleanup. It builds the registry binary if it is missing, skips the test
+// if it cannot be built, and fails it if the registry does not come up.
 func Start(t testing.TB, kind Kind) *Registry {
 	t.Helper()
 	return startRegistry(t, kind, "", "")
@@ -109,10 +113,7 @@ func Start(t testing.TB, kind Kind) *Registry {
 // when user is not empty.
 func startRegistry(t testing.TB, kind Kind, user, password string) *Registry {
 	t.Helper()
-	bin, err := binary(kind)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := toolbin.Path(t, binaryName(kind))
 	r := &Registry{Kind: kind, Dir: t.TempDir(), User: user, Password: password, t: t, bin: bin}
 	var lastErr error
 	// A free port found by listening can be taken by someone else before the
@@ -133,20 +134,12 @@ func startRegistry(t testing.TB, kind Kind, user, password string) *Registry {
 	return nil
 }
 
-func binary(kind Kind) (string, error) {
-	dir := os.Getenv(EnvToolsBin)
-	if dir == "" {
-		return "", fmt.Errorf("$%s is not set: run make tools (or set it to the directory holding the registry binaries)", EnvToolsBin)
-	}
-	name := "olareg"
+// binaryName is the name of the tool binary that serves kind.
+func binaryName(kind Kind) string {
 	if kind == KindDistribution {
-		name = "registry"
+		return "registry"
 	}
-	p := filepath.Join(dir, name)
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("registry binary for %s: %w: run make tools", kind, err)
-	}
-	return p, nil
+	return "olareg"
 }
 
 func freePort() (int, error) {

@@ -1,6 +1,6 @@
 // Package ztoctest gives tests their layers. It locates and describes the
-// compatibility fixtures made by the AWS SOCI tooling (../shared/fixtures
-// relative to the repository root), so that the codec, builder, reader and
+// compatibility fixtures made by the AWS SOCI tooling (testdata/fixtures at
+// the repository root, copied from the project's shared fixture set), so that the codec, builder, reader and
 // FUSE tests all check themselves against the same reference data; and it
 // generates deterministic tar and tar.gz layers (Layer, Content) so that
 // every package's tests build their own layers the same way.
@@ -22,10 +22,9 @@ import (
 	"testing"
 )
 
-// EnvFixturesDir names an environment variable that, when set, overrides the
-// location of the fixtures directory (the directory holding README.md, ztoc/
-// and soci-v2-layout/).
-const EnvFixturesDir = "OCISEEK_FIXTURES_DIR"
+// fixturesPath is the fixtures directory (README.md, ztoc/ and
+// soci-v2-layout/) relative to the repository root.
+const fixturesPath = "testdata/fixtures"
 
 // expectSuffix ends the name of every fixture's expectation file.
 const expectSuffix = ".expect.json"
@@ -128,18 +127,14 @@ func RepoRoot(t testing.TB) string {
 	}
 }
 
-// FixturesDir returns the fixtures directory: $OCISEEK_FIXTURES_DIR when set,
-// else ../shared/fixtures relative to the repository root. The fixtures are
-// always present where the tests run, so their absence fails the test
-// rather than skipping it.
+// FixturesDir returns the fixtures directory, testdata/fixtures under the
+// repository root. The fixtures are part of the repository, so their
+// absence fails the test rather than skipping it.
 func FixturesDir(t testing.TB) string {
 	t.Helper()
-	dir := os.Getenv(EnvFixturesDir)
-	if dir == "" {
-		dir = filepath.Join(RepoRoot(t), "..", "shared", "fixtures")
-	}
+	dir := filepath.Join(RepoRoot(t), filepath.FromSlash(fixturesPath))
 	if fi, err := os.Stat(filepath.Join(dir, "ztoc")); err != nil || !fi.IsDir() {
-		t.Fatalf("ztoctest: fixtures not found at %s (set %s): %v", dir, EnvFixturesDir, err)
+		t.Fatalf("ztoctest: fixtures not found at %s (they are committed there): %v", dir, err)
 	}
 	return dir
 }
