@@ -21,10 +21,7 @@ const criNamespace = "k8s.io"
 // image and runs it in a pod; the data layer is served lazily.
 func TestKubernetesPathCRI(t *testing.T) {
 	ctx := testContext(t)
-	crictl := filepath.Join(os.Getenv(harness.EnvToolsBin), "crictl")
-	if _, err := os.Stat(crictl); err != nil {
-		t.Fatalf("crictl (v1.34.0, from tools/crictl) is missing: %v; run `make tools`", err)
-	}
+	crictl := harness.Tool(t, "crictl") // built from tools/crictl when missing
 	img := testImage(t, smallData)
 	reg := regtest.Start(t, regtest.KindDistribution)
 	proxy, ref := lazyImage(t, reg, img, "cri", indexV2, indexFlags)

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -37,10 +36,7 @@ import (
 // AlreadyExists, and nerdctl's client fetches no layer blob at all.
 func TestNerdctlRunUnchanged(t *testing.T) {
 	ctx := testContext(t)
-	nerdctl := filepath.Join(os.Getenv(harness.EnvToolsBin), "nerdctl")
-	if _, err := os.Stat(nerdctl); err != nil {
-		t.Fatalf("nerdctl (v1.7.7, from tools/nerdctl) is missing: %v; run `make tools`", err)
-	}
+	nerdctl := harness.Tool(t, "nerdctl") // built from tools/nerdctl when missing
 	img := testImage(t, largeData)
 	reg := regtest.Start(t, regtest.KindOlareg)
 	// Default span size, as in TestLazyLargeImage.

@@ -9,9 +9,12 @@
 // failure. Helpers take a T, which *testing.T satisfies; the demo program
 // supplies its own.
 //
-// Hazards: the harness needs root, /dev/fuse, overlayfs, runc and the tool
-// binaries built by `make tools` (named by $OCISEEK_TOOLS_BIN); it fails
-// with a message naming what is missing rather than skipping.
+// Hazards: the harness needs root, /dev/fuse, overlayfs, runc and busybox;
+// it fails with a message naming what is missing rather than skipping. The
+// tool binaries (containerd, ctr, the runc shim, nerdctl, crictl) are taken
+// from $OCISEEK_TOOLS_BIN (default bin/tools), where `make tools` puts them;
+// a missing one is built from its pinned module under tools/ on first use
+// (package toolbin), which takes minutes for containerd.
 package harness
 
 import (
@@ -21,7 +24,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"testing"
 	"time"
+
+	"github.com/ociseek/ociseek/internal/toolbin"
 )
 
 // T is the part of testing.TB the harness uses.
@@ -34,7 +40,7 @@ type T interface {
 }
 
 // EnvToolsBin names the directory holding the third-party tool binaries.
-const EnvToolsBin = "OCISEEK_TOOLS_BIN"
+const EnvToolsBin = toolbin.EnvDir
 
 // Tools are the paths of the programs the harness starts.
 type Tools struct {
@@ -49,19 +55,19 @@ type Tools struct {
 	Ociseek, Snapshotter string
 }
 
-// FindTools locates the third-party programs and reports every missing one
-// with the command that provides it.
+// FindTools locates the third-party programs, building the containerd
+// binaries from tools/containerd when they are missing, and reports every
+// program it could not provide with the command that does.
 func FindTools() (Tools, error) {
 	var tools Tools
 	var missing []string
-	dir := os.Getenv(EnvToolsBin)
-	if dir == "" {
-		return tools, fmt.Errorf("$%s is not set: run `make tools` and set it to bin/tools", EnvToolsBin)
-	}
 	inDir := func(name string) string {
-		p := filepath.Join(dir, name)
-		if _, err := os.Stat(p); err != nil {
-			missing = append(missing, fmt.Sprintf("%s (run `make tools`)", p))
+		p, err := toolbin.Ensure(context.Background(), name, func(format string, args ...any) {
+			fmt.Fprintf(os.Stderr, format+"\n", args...)
+		})
+		if err != nil {
+			first, _, _ := strings.Cut(err.Error(), "\n")
+			missing = append(missing, fmt.Sprintf("%s: %s (run `make tools`)", name, first))
 		}
 		return p
 	}
@@ -87,6 +93,15 @@ func FindTools() (Tools, error) {
 		return tools, fmt.Errorf("integration prerequisites missing: %s", strings.Join(missing, "; "))
 	}
 	return tools, nil
+}
+
+// Tool returns the path of the named tool binary (e.g. "crictl",
+// "nerdctl"), building it from its module under tools/ when missing. A test
+// that cannot have it is skipped with a how-to: the machine lacks a build
+// prerequisite, the code under test is not at fault.
+func Tool(t testing.TB, name string) string {
+	t.Helper()
+	return toolbin.Path(t, name)
 }
 
 // BuildProject builds the ociseek and ociseek-snapshotter binaries of the
