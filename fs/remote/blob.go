@@ -9,9 +9,19 @@
 //     pre-signed storage URL). That final URL is used directly for later
 //     requests until it fails, then the registry URL is asked again.
 //   - FetchRange streams [start, end). The stream survives connection resets
-//     and truncated bodies by re-requesting the rest of the range, with
-//     jittered exponential backoff; 5xx (but 501), 408 and 429 answers are
-//     retried the same way. Each attempt has its own timeout.
+//     and truncated bodies by re-requesting the rest of the range; 5xx (but
+//     501), 408 and 429 answers are retried the same way. This is the only
+//     retry layer: the client handed to Open must not retry by itself (a
+//     retrying transport under it multiplies the requests).
+//   - Retries are bounded per range, not per failure streak: one range
+//     costs at most 1 + MaxRetries requests, whatever progress each makes.
+//     Between attempts the wait is exponential with jitter, or what a 429 or
+//     503 asks in Retry-After (capped at MaxRetryAfter).
+//   - Each attempt has limits: RequestTimeout, and a minimum transfer rate
+//     (MinRate over each RateWindow, headers included), so a stalled or
+//     trickling server costs one attempt of bounded length.
+//   - Redirects from HTTPS to plain HTTP are refused, and no error carries a
+//     URL's query string (pre-signed URLs are credentials).
 //   - The caller's context reaches every HTTP request, so an interrupted
 //     FUSE read cancels its fetch.
 //   - The HTTP client is the caller's; NewTransport gives a transport fit
@@ -66,12 +76,26 @@ type Options struct {
 	// RequestTimeout bounds one HTTP attempt, headers and body (default
 	// 30s).
 	RequestTimeout time.Duration
-	// MaxRetries bounds the attempts after the first one for one range
-	// (default 4; negative means none).
+	// MaxRetries bounds the requests for one range (and for Open's probe)
+	// to 1 + MaxRetries, counting every retry: after an error status, a
+	// reset or truncated body, an attempt too slow, or a cached storage URL
+	// that failed (default 4; negative means none).
 	MaxRetries int
 	// MinBackoff and MaxBackoff bound the jittered wait between attempts
 	// (defaults 50ms and 2s).
 	MinBackoff, MaxBackoff time.Duration
+	// MaxRetryAfter caps the wait a 429 or 503 answer asks for in
+	// Retry-After (default 10s).
+	MaxRetryAfter time.Duration
+	// MinRate is the slowest transfer, in bytes per second, an attempt may
+	// keep: each RateWindow of an attempt, from its start (so the wait for
+	// headers counts), must bring MinRate × RateWindow bytes or the rest of
+	// the range, else the attempt is cancelled with ErrTooSlow and retried
+	// (default 64 KiB/s; negative means no minimum).
+	MinRate int64
+	// RateWindow is the period over which MinRate is averaged (default
+	// 10s).
+	RateWindow time.Duration
 	// MaxDiscard is how many leading bytes of a 200 (full body) answer to
 	// a range request may be read and dropped to reach the range start
 	// (default 1 MiB); beyond it the fetch fails with ErrRangeUnsupported.
@@ -92,6 +116,15 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = 2 * time.Second
+	}
+	if o.MaxRetryAfter <= 0 {
+		o.MaxRetryAfter = 10 * time.Second
+	}
+	if o.MinRate == 0 {
+		o.MinRate = 64 << 10
+	}
+	if o.RateWindow <= 0 {
+		o.RateWindow = 10 * time.Second
 	}
 	if o.MaxDiscard <= 0 {
 		o.MaxDiscard = 1 << 20
@@ -136,7 +169,7 @@ func Open(ctx context.Context, client Doer, ref string, dgst digest.Digest, opts
 		scheme = "http"
 	}
 	b := &Blob{
-		client: client,
+		client: guardRedirects(client),
 		ref:    r,
 		url:    fmt.Sprintf("%s://%s/v2/%s/blobs/%s", scheme, r.Host(), r.Repository, dgst),
 		opts:   opts,
@@ -162,13 +195,13 @@ func (b *Blob) FetchedBytes() int64 { return b.fetched.Load() }
 func (b *Blob) URL() string { return b.url }
 
 // probe asks for the first byte, which reveals the total size and the
-// redirect target.
+// redirect target. Its attempts are bounded like a range's.
 func (b *Blob) probe(ctx context.Context) (int64, error) {
 	var total int64
-	err := b.withRetries(ctx, func(ctx context.Context) error {
-		resp, err := b.get(ctx, 0, 1)
+	err := b.withRetries(ctx, func(a *attempt) error {
+		resp, err := b.get(a.ctx, 0, 1)
 		if err != nil {
-			return err
+			return a.explain(err)
 		}
 		defer closeForReuse(resp.Body)
 		info, err := checkRange(resp, 0, 1)
@@ -179,6 +212,29 @@ func (b *Blob) probe(ctx context.Context) (int64, error) {
 		return err
 	})
 	return total, err
+}
+
+// withRetries runs fn, one attempt per call, until it succeeds, fails for
+// good, or 1 + MaxRetries attempts are spent.
+func (b *Blob) withRetries(ctx context.Context, fn func(*attempt) error) error {
+	for n := 1; ; n++ {
+		a := b.newAttempt(ctx, 1)
+		err := fn(a)
+		a.end()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (after: %w)", context.Cause(ctx), err)
+		}
+		wait, ok := retryable(err, n, b.opts)
+		if !ok || n > b.opts.MaxRetries {
+			return fmt.Errorf("attempt %d of %d: %w", n, 1+b.opts.MaxRetries, err)
+		}
+		if serr := sleep(ctx, wait); serr != nil {
+			return fmt.Errorf("%w (after: %w)", serr, err)
+		}
+	}
 }
 
 // closeForReuse reads what is left of a short body, up to a few KiB, before
@@ -231,24 +287,29 @@ func (b *Blob) noteFinalURL(final string) {
 }
 
 // get sends one range request [start, end) and returns a response with a
-// 2xx status (any other status is turned into an error here).
+// 2xx status (any other status is turned into an error here). A failure of
+// a cached storage URL forgets it and is reported as errStaleRedirect, so
+// that the retry, which counts as one, asks the registry again at once.
 func (b *Blob) get(ctx context.Context, start, end int64) (*http.Response, error) {
 	u, redirected := b.target()
 	resp, err := b.send(ctx, u, start, end)
-	if redirected && (err != nil || resp.StatusCode >= 400) {
-		// Pre-signed URLs expire: drop it and ask the registry again.
-		if err == nil {
+	if err == nil && resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
+		err = statusError(resp)
+		drainClose(resp)
+	}
+	if err == nil {
+		err = b.checkFinalURL(resp)
+		if err != nil {
 			drainClose(resp)
 		}
-		b.noteFinalURL("")
-		resp, err = b.send(ctx, b.url, start, end)
 	}
 	if err != nil {
+		if redirected && ctx.Err() == nil {
+			// Pre-signed URLs expire.
+			b.noteFinalURL("")
+			return nil, &errStaleRedirect{err}
+		}
 		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
-		defer drainClose(resp)
-		return nil, statusError(resp)
 	}
 	if !redirected && resp.Request != nil && resp.Request.URL != nil {
 		b.noteFinalURL(resp.Request.URL.String())
@@ -256,11 +317,22 @@ func (b *Blob) get(ctx context.Context, start, end int64) (*http.Response, error
 	return resp, nil
 }
 
+// checkFinalURL refuses an answer that came over plain HTTP for an HTTPS
+// blob URL: a client whose redirect policy Open could not guard followed a
+// downgrade.
+func (b *Blob) checkFinalURL(resp *http.Response) error {
+	if resp.Request == nil || resp.Request.URL == nil || b.opts.PlainHTTP || resp.Request.URL.Scheme == "https" {
+		return nil
+	}
+	reg, _ := url.Parse(b.url)
+	return fmt.Errorf("%w: from https://%s to %s://%s", ErrInsecureRedirect, reg.Host, resp.Request.URL.Scheme, resp.Request.URL.Host)
+}
+
 func (b *Blob) send(ctx context.Context, u string, start, end int64) (*http.Response, error) {
 	ctx = auth.AppendRepositoryScope(ctx, b.ref, auth.ActionPull)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("GET %s: %w", redactURL(u), redactError(err))
 	}
 	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", start, end-1))
 	// Spans are compressed already; a transparently gunzipping transport
@@ -268,7 +340,9 @@ func (b *Blob) send(ctx context.Context, u string, start, end int64) (*http.Resp
 	req.Header.Set("Accept-Encoding", "identity")
 	resp, err := b.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", redactURL(u), err)
+		// The client's *url.Error names the last URL asked, after a
+		// redirect the pre-signed one.
+		return nil, redactError(err)
 	}
 	return resp, nil
 }
@@ -288,8 +362,8 @@ func statusError(resp *http.Response) error {
 type StatusError struct {
 	// Code is the HTTP status code.
 	Code int
-	// URL is the requested URL without its query (which may hold a
-	// signature).
+	// URL is the requested URL with its query (which may hold a
+	// signature) redacted.
 	URL string
 	// Body is the start of the answer body, at most 512 bytes.
 	Body string
@@ -298,23 +372,12 @@ type StatusError struct {
 }
 
 func (e *StatusError) Error() string {
-	return fmt.Sprintf("GET %s: %s: %q", e.URL, http.StatusText(e.Code), e.Body)
+	// The body may quote a storage URL (S3's error documents do).
+	return fmt.Sprintf("GET %s: %s: %q", e.URL, http.StatusText(e.Code), redactText(e.Body))
 }
 
 // Unwrap makes errors.Is(err, ErrStatus) true.
 func (e *StatusError) Unwrap() error { return ErrStatus }
-
-// redactURL drops the query string, which for pre-signed URLs is a
-// credential.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "<unparsable URL>"
-	}
-	u.RawQuery = ""
-	u.User = nil
-	return u.String()
-}
 
 func drainClose(resp *http.Response) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))

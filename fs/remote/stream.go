@@ -5,13 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
-
-	"oras.land/oras-go/v2/registry/remote/auth"
 )
 
 // rangeReader streams [off, end) of a blob, reconnecting after failures.
@@ -22,9 +18,12 @@ type rangeReader struct {
 	off int64 // next byte to return
 	end int64
 
-	body     io.ReadCloser
-	cancel   context.CancelFunc // ends the current attempt
-	failures int                // consecutive failures without progress
+	body io.ReadCloser
+	cur  *attempt // limits of the current request, nil between requests
+	// attempts counts the requests sent for this range. It never goes
+	// back: progress does not buy more retries, so a server that sends a
+	// byte and stalls, again and again, still ends the read.
+	attempts int
 }
 
 // Read implements io.Reader.
@@ -46,8 +45,8 @@ func (r *rangeReader) Read(p []byte) (int, error) {
 		if n > 0 {
 			r.off += int64(n)
 			r.b.fetched.Add(int64(n))
-			r.failures = 0
-			if err != nil {
+			r.cur.got.Add(int64(n))
+			if err != nil || r.off >= r.end {
 				r.closeBody() // reconnect (or finish) on the next call
 			}
 			return n, nil
@@ -55,6 +54,7 @@ func (r *rangeReader) Read(p []byte) (int, error) {
 		if err == nil {
 			continue
 		}
+		err = r.cur.explain(err)
 		r.closeBody()
 		if err == io.EOF {
 			err = fmt.Errorf("body ended %d bytes early: %w", r.end-r.off, io.ErrUnexpectedEOF)
@@ -77,9 +77,9 @@ func (r *rangeReader) closeBody() {
 		r.body.Close()
 		r.body = nil
 	}
-	if r.cancel != nil {
-		r.cancel()
-		r.cancel = nil
+	if r.cur != nil {
+		r.cur.end()
+		r.cur = nil
 	}
 }
 
@@ -97,10 +97,12 @@ func (r *rangeReader) connect() error {
 }
 
 func (r *rangeReader) tryConnect() error {
-	ctx, cancel := context.WithTimeout(r.ctx, r.b.opts.RequestTimeout)
-	resp, err := r.b.get(ctx, r.off, r.end)
+	r.attempts++
+	a := r.b.newAttempt(r.ctx, r.end-r.off)
+	resp, err := r.b.get(a.ctx, r.off, r.end)
 	if err != nil {
-		cancel()
+		err = a.explain(err)
+		a.end()
 		return err
 	}
 	info, err := checkRange(resp, r.off, r.end)
@@ -109,102 +111,32 @@ func (r *rangeReader) tryConnect() error {
 	}
 	if err == nil && info.discard > 0 {
 		_, err = io.CopyN(io.Discard, resp.Body, info.discard)
+		err = a.explain(err)
 	}
 	if err != nil {
 		resp.Body.Close()
-		cancel()
+		a.end()
 		return err
 	}
-	r.body, r.cancel = resp.Body, cancel
+	r.body, r.cur = resp.Body, a
 	return nil
 }
 
 // waitRetry decides whether err may be retried; if so it sleeps the backoff
-// and returns nil, else it returns the final error.
+// and returns nil, else it returns the final error. A cancelled ctx ends
+// it at once, sleeping or not.
 func (r *rangeReader) waitRetry(err error) error {
-	if cerr := r.ctx.Err(); cerr != nil {
-		return fmt.Errorf("fetch [%d,%d) of %s: %w", r.off, r.end, r.b.url, context.Cause(r.ctx))
+	if r.ctx.Err() != nil {
+		return fmt.Errorf("fetch [%d,%d) of %s: %w (after: %w)", r.off, r.end, r.b.url, context.Cause(r.ctx), err)
 	}
-	r.failures++
-	wait, ok := retryable(err, r.failures, r.b.opts)
-	if !ok || r.failures > r.b.opts.MaxRetries {
-		return fmt.Errorf("fetch [%d,%d) of %s (attempt %d): %w", r.off, r.end, r.b.url, r.failures, err)
+	wait, ok := retryable(err, r.attempts, r.b.opts)
+	if !ok || r.attempts > r.b.opts.MaxRetries {
+		return fmt.Errorf("fetch [%d,%d) of %s (attempt %d of %d): %w", r.off, r.end, r.b.url, r.attempts, 1+r.b.opts.MaxRetries, err)
 	}
-	return sleep(r.ctx, wait)
-}
-
-// withRetries runs fn until it succeeds, fails for good, or the retries run
-// out.
-func (b *Blob) withRetries(ctx context.Context, fn func(context.Context) error) error {
-	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
-		err := fn(actx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("%w (after: %v)", context.Cause(ctx), err)
-		}
-		wait, ok := retryable(err, attempt, b.opts)
-		if !ok || attempt > b.opts.MaxRetries {
-			return err
-		}
-		if err := sleep(ctx, wait); err != nil {
-			return err
-		}
+	if serr := sleep(r.ctx, wait); serr != nil {
+		return fmt.Errorf("fetch [%d,%d) of %s: %w (after: %w)", r.off, r.end, r.b.url, serr, err)
 	}
-}
-
-// retryable classifies err: statuses 408, 429 and 5xx but 501 are
-// transient, as are transport errors (resets, refused connections while a
-// registry restarts, truncated bodies, attempt timeouts); protocol
-// violations are not.
-func retryable(err error, attempt int, o Options) (time.Duration, bool) {
-	wait := backoff(attempt, o.MinBackoff, o.MaxBackoff)
-	var se *StatusError
-	switch {
-	case errors.As(err, &se):
-		switch {
-		case se.Code == http.StatusTooManyRequests || se.Code == http.StatusRequestTimeout:
-		case se.Code >= 500 && se.Code != http.StatusNotImplemented:
-		default:
-			return 0, false
-		}
-		if s, perr := strconv.Atoi(se.RetryAfter); perr == nil && s > 0 {
-			wait = min(time.Duration(s)*time.Second, 4*o.MaxBackoff)
-		}
-		return wait, true
-	case errors.Is(err, ErrRangeUnsupported), errors.Is(err, ErrSizeMismatch), errors.Is(err, errBadRange):
-		return 0, false
-	case errors.Is(err, auth.ErrBasicCredentialNotFound):
-		// No credentials for a registry that demands them: asking again
-		// cannot help, and retrying only delays the error by seconds.
-		return 0, false
-	}
-	return wait, true
-}
-
-// backoff is exponential from min to max with ±25% jitter, so many readers
-// failing together do not retry in lockstep.
-func backoff(attempt int, lo, hi time.Duration) time.Duration {
-	d := lo << min(attempt-1, 30)
-	if d > hi || d <= 0 {
-		d = hi
-	}
-	j := time.Duration(rand.Int64N(int64(d)/2 + 1))
-	return d*3/4 + j
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	case <-t.C:
-		return nil
-	}
+	return nil
 }
 
 // errBadRange reports a Content-Range that does not answer the request.
