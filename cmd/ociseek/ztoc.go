@@ -17,10 +17,10 @@ const maxZtocFileSize = 1 << 30
 func ztocCommand() command {
 	return command{
 		name:    "ztoc",
-		summary: "build, inspect and read through zTOCs (build, info, get-file)",
+		summary: "build, inspect, verify and read through zTOCs (build, info, verify, get-file)",
 		run: func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return dispatch(ctx, "ociseek ztoc", []command{
-				ztocBuildCommand(), ztocInfoCommand(), ztocGetFileCommand(),
+				ztocBuildCommand(), ztocInfoCommand(), ztocVerifyCommand(), ztocGetFileCommand(),
 			}, args, stdout, stderr)
 		},
 	}

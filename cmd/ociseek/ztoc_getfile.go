@@ -14,6 +14,11 @@ Write the content of the file PATH of a layer to standard output (or to -o
 FILE), reading only the spans of the layer blob that hold it, each checked
 against the span digests in the zTOC file ZTOC.
 
+Before reading, the whole layer is checked against the zTOC (see ztoc
+verify): span digests alone do not cover the checkpoints' windows or the
+file list, so a forged zTOC could otherwise make this print bytes that are
+not in the layer.
+
 PATH is the file's name in the layer (a leading "/" or "./" is ignored).
 When the layer lists it more than once, the last entry wins, as on
 extraction. Hardlinks are followed to the file they name; a symlink, a
@@ -38,6 +43,11 @@ func runZtocGetFile(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	z, _, err := readZtocFile(pos[0])
 	if err != nil {
+		return fmt.Errorf("ztoc get-file: %w", err)
+	}
+	// The layer is a local file, so a full pass is cheap; it is what
+	// proves the windows and TOC the reader trusts are the layer's own.
+	if err := verifyLayerFile(ctx, *layer, z); err != nil {
 		return fmt.Errorf("ztoc get-file: %w", err)
 	}
 	blob, err := os.Open(*layer)
