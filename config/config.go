@@ -66,12 +66,15 @@ type FUSE struct {
 
 // Fetch configures registry range reads.
 type Fetch struct {
-	RequestTimeout Duration `toml:"request_timeout" comment:"Timeout of one HTTP request."`
-	MaxRetries     int      `toml:"max_retries" comment:"Retries of a failed request (connection errors, 429, 5xx)."`
-	MinRetryWait   Duration `toml:"min_retry_wait" comment:"First backoff between retries."`
-	MaxRetryWait   Duration `toml:"max_retry_wait" comment:"Longest backoff between retries."`
-	MaxConcurrency int      `toml:"max_concurrency" comment:"Concurrent range requests across all layers."`
-	Verify         string   `toml:"verify" comment:"When span digests are checked. strict: no byte reaches a container before its span's sha256 matched (a small read costs a whole span). deferred: a small read is answered from the first bytes of its span, which is verified as it finishes arriving; a mismatch fails the layer."`
+	RequestTimeout    Duration `toml:"request_timeout" comment:"Longest time one HTTP request may take, headers and body, however fast its bytes come."`
+	MinBytesPerSecond int64    `toml:"min_bytes_per_second" comment:"Slowest transfer a request may keep: every min_rate_window of a request, from its start (the wait for headers counts), must bring min_bytes_per_second × min_rate_window bytes, or all that is left of its range; else the request is abandoned and counts as a retry. A stalled or trickling server thus costs one window per request. 0: no minimum (request_timeout still applies)."`
+	MinRateWindow     Duration `toml:"min_rate_window" comment:"Period over which min_bytes_per_second is averaged. A request of a range whose bytes all arrive at min_bytes_per_second takes at most its size / min_bytes_per_second + one window."`
+	MaxRetries        int      `toml:"max_retries" comment:"Retries of one range read (connection errors, truncated or too slow bodies, 408, 429, 5xx but 501, an expired storage URL): a read sends at most 1 + max_retries requests, whatever progress each makes, then fails. 0: no retry."`
+	MinRetryWait      Duration `toml:"min_retry_wait" comment:"First backoff between retries (doubling, ±25% jitter)."`
+	MaxRetryWait      Duration `toml:"max_retry_wait" comment:"Longest backoff between retries."`
+	MaxRetryAfter     Duration `toml:"max_retry_after" comment:"Longest wait a 429 or 503 answer may ask for in Retry-After (instead of the backoff)."`
+	MaxConcurrency    int      `toml:"max_concurrency" comment:"Concurrent range requests across all layers."`
+	Verify            string   `toml:"verify" comment:"When span digests are checked. strict: no byte reaches a container before its span's sha256 matched (a small read costs a whole span). deferred: a small read is answered from the first bytes of its span, which is verified as it finishes arriving; a mismatch fails the layer."`
 }
 
 // Cache configures the span cache.

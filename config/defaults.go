@@ -25,11 +25,16 @@ func Default() *Config {
 		},
 		Fetch: Fetch{
 			RequestTimeout: Dur(5 * time.Minute),
-			MaxRetries:     8,
-			MinRetryWait:   Dur(30 * time.Millisecond),
-			MaxRetryWait:   Dur(5 * time.Second),
-			MaxConcurrency: 64,
-			Verify:         VerifyStrict,
+			// 64 KiB/s over 10 s: far below any working registry, so only
+			// a stalled or trickling one is cut short.
+			MinBytesPerSecond: 64 << 10,
+			MinRateWindow:     Dur(10 * time.Second),
+			MaxRetries:        8,
+			MinRetryWait:      Dur(30 * time.Millisecond),
+			MaxRetryWait:      Dur(5 * time.Second),
+			MaxRetryAfter:     Dur(10 * time.Second),
+			MaxConcurrency:    64,
+			Verify:            VerifyStrict,
 		},
 		Cache: Cache{
 			MaxBytes: 10 << 30,

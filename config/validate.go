@@ -33,7 +33,9 @@ func (c *Config) Validate() error {
 		{"fuse.cache_timeout", c.FUSE.CacheTimeout, false},
 		{"fuse.mount_timeout", c.FUSE.MountTimeout, true},
 		{"fetch.request_timeout", c.Fetch.RequestTimeout, true},
+		{"fetch.min_rate_window", c.Fetch.MinRateWindow, true},
 		{"fetch.min_retry_wait", c.Fetch.MinRetryWait, false},
+		{"fetch.max_retry_after", c.Fetch.MaxRetryAfter, true},
 		{"background_fetch.silence_period", c.BackgroundFetch.SilencePeriod, false},
 		{"background_fetch.retry_delay", c.BackgroundFetch.RetryDelay, true},
 		{"discovery.cache_ttl", c.Discovery.CacheTTL, false},
@@ -54,6 +56,7 @@ func (c *Config) Validate() error {
 		n   int64
 	}{
 		{"snapshotter.min_layer_size", c.Snapshotter.MinLayerSize},
+		{"fetch.min_bytes_per_second", c.Fetch.MinBytesPerSecond},
 		{"fetch.max_retries", int64(c.Fetch.MaxRetries)},
 		{"cache.max_bytes", c.Cache.MaxBytes},
 		{"background_fetch.max_bytes_per_second", c.BackgroundFetch.MaxBytesPerSecond},
