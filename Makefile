@@ -6,41 +6,84 @@ GO        ?= go
 BIN       ?= $(CURDIR)/bin
 # CGO_ENABLED=0: the default build is pure Go, including the gzip checkpointer.
 export CGO_ENABLED := 0
-# Tests find the registry and containerd binaries here (see internal/testenv).
+# Tests find the registry and containerd binaries here, and build a missing one
+# here on first use (see internal/toolbin).
 export OCISEEK_TOOLS_BIN := $(BIN)/tools
 
 # Packages whose tests need root and /dev/fuse; also run with GOMAXPROCS=1,
 # where FUSE deadlocks show (as go-fuse's own CI does).
 FUSE_PKGS ?= ./fs/...
 
-.PHONY: all build test unit-test fuse-test bench fuzz lint tools demo clean
+# The tools modules `make tools` builds (see there).
+TOOLS := registry olareg containerd nerdctl crictl
+COMMA := ,
+
+.PHONY: all build test unit-test fuse-test bench fuzz lint tools demo clean \
+	$(addprefix tool-,$(TOOLS))
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-# tools: the third-party programs the tests start (registries now; containerd
-# and clients for integration). Each lives in its own module so their
-# dependency graphs never meet ours.
+# tools: the third-party programs the tests start (registries, containerd and
+# its clients). Each lives in its own module under tools/ so their dependency
+# graphs never meet ours. The modules build in parallel, one line each; a tool
+# whose binaries are newer than its go.sum is skipped. Builds hold the same
+# lock file as internal/toolbin, which builds a missing tool when a test first
+# needs it, so `make tools` and a running `go test` never write one at once.
 tools:
 	@mkdir -p $(OCISEEK_TOOLS_BIN)
-	cd tools/registry && $(GO) build -o $(OCISEEK_TOOLS_BIN)/registry github.com/distribution/distribution/v3/cmd/registry
-	cd tools/olareg && $(GO) build -o $(OCISEEK_TOOLS_BIN)/olareg github.com/olareg/olareg/cmd/olareg
-	# no_btrfs: Debian has no btrfs headers and we never use that snapshotter.
-	cd tools/containerd && $(GO) build -tags no_btrfs -o $(OCISEEK_TOOLS_BIN)/ \
+	@$(MAKE) --no-print-directory -j $(words $(TOOLS)) $(addprefix tool-,$(TOOLS))
+
+# build_tool: $(1) module under tools/, $(2) binaries it makes, $(3) go build
+# arguments after -o, $(4) extra environment. Output is shown only on failure.
+define build_tool
+	@stale=; for b in $(2); do \
+	  [ "$(OCISEEK_TOOLS_BIN)/$$b" -nt tools/$(1)/go.sum ] || stale=1; done; \
+	if [ -z "$$stale" ]; then echo "tools: $(1) up to date"; exit 0; fi; \
+	start=$$(date +%s); \
+	if out=$$(cd tools/$(1) && $(4) $(FLOCK) $(OCISEEK_TOOLS_BIN)/.build-$(1).lock \
+	    $(GO) build -o $(OCISEEK_TOOLS_BIN)/ $(3) 2>&1); then \
+	  echo "tools: $(1) built in $$(( $$(date +%s) - start ))s"; \
+	else echo "tools: $(1) FAILED:"; echo "$$out"; exit 1; fi
+endef
+FLOCK := $(shell command -v flock)
+
+tool-registry:
+	$(call build_tool,registry,registry,github.com/distribution/distribution/v3/cmd/registry)
+tool-olareg:
+	$(call build_tool,olareg,olareg,github.com/olareg/olareg/cmd/olareg)
+# no_btrfs: Debian has no btrfs headers and we never use that snapshotter.
+tool-containerd:
+	$(call build_tool,containerd,containerd ctr containerd-shim-runc-v2,-tags no_btrfs \
 	  github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr \
-	  github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
-	cd tools/nerdctl && $(GO) build -o $(OCISEEK_TOOLS_BIN)/ github.com/containerd/nerdctl/cmd/nerdctl
-	# cri-tools v1.34.0 depends on cri-api/cri-client release candidates the
-	# checksum database does not list; go.sum in tools/crictl pins them.
-	cd tools/crictl && GONOSUMDB=sigs.k8s.io/cri-tools,k8s.io/cri-api,k8s.io/cri-client \
-	  $(GO) build -o $(OCISEEK_TOOLS_BIN)/ sigs.k8s.io/cri-tools/cmd/crictl
+	  github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2)
+tool-nerdctl:
+	$(call build_tool,nerdctl,nerdctl,github.com/containerd/nerdctl/cmd/nerdctl)
+# cri-tools v1.34.0 depends on cri-api/cri-client release candidates the
+# checksum database does not list; go.sum in tools/crictl pins them.
+tool-crictl:
+	$(call build_tool,crictl,crictl,sigs.k8s.io/cri-tools/cmd/crictl,GONOSUMDB=sigs.k8s.io/cri-tools$(COMMA)k8s.io/cri-api$(COMMA)k8s.io/cri-client)
 
 # test: unit and integration tests. -timeout turns a hang into a goroutine dump.
 test: tools build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
+	GOMAXPROCS=1 $(GO) test -count=1 -timeout 15m $(FUSE_PKGS)
+
+# unit-test: every package except integration and FUSE_PKGS, in -short mode:
+# no containerd, no FUSE, minutes rather than tens of them. Packages here that
+# mount overlay or set trusted xattrs skip those tests unless run as root; the
+# registry binaries are built on first use if `make tools` has not run.
+UNIT_PKGS = $(filter-out $(shell $(GO) list ./integration/... $(FUSE_PKGS)),$(shell $(GO) list ./...))
+unit-test:
+	$(GO) test -count=1 -short -timeout 15m $(UNIT_PKGS)
+
+# fuse-test: the FUSE packages alone (root and /dev/fuse), once as usual and
+# once with GOMAXPROCS=1 as `make test` runs them.
+fuse-test:
+	$(GO) test -count=1 -timeout 15m $(FUSE_PKGS)
 	GOMAXPROCS=1 $(GO) test -count=1 -timeout 15m $(FUSE_PKGS)
 
 # bench: benchmarks print ratios against baselines measured in the same run.
