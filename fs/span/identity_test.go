@@ -3,7 +3,10 @@ package span
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
+	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -76,4 +79,38 @@ func TestTwoZtocsOfOneLayerShareACache(t *testing.T) {
 	if wrong := readAll(0); wrong > 0 {
 		t.Errorf("the 64 KiB-span mount read %d of %d files wrong after the 128 KiB one filled the cache", wrong, len(files))
 	}
+}
+
+// memCache is a Cache in memory; with refuse set it fails every Put, as a
+// full disk does.
+type memCache struct {
+	mu     sync.Mutex
+	vals   map[string][]byte
+	refuse bool
+}
+
+func newMemCache() *memCache { return &memCache{vals: map[string][]byte{}} }
+
+func (c *memCache) Put(key string, data []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.refuse {
+		return fmt.Errorf("cache put %q: %w", key, syscall.ENOSPC)
+	}
+	c.vals[key] = bytes.Clone(data)
+	return nil
+}
+
+func (c *memCache) ReadAt(key string, p []byte, off int64) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.vals[key]
+	if !ok || off >= int64(len(v)) {
+		return 0, fmt.Errorf("cache read %q: miss", key)
+	}
+	n := copy(p, v[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
 }

@@ -24,12 +24,14 @@
 //     (compressed and uncompressed) plus HotSpans uncompressed ones, plus
 //     up to MaxParallel more (usually also hot) whose flight is writing
 //     them to the cache.
-//   - Completion (FetchNext, driven by fs/bgfetch) streams the blob in order,
-//     so that the sha256 of all its bytes can be compared with the layer
-//     digest, every span digest is checked against the same bytes, and every
-//     TOC entry's tar header is checked. Spans fetched earlier on demand are
-//     fetched a second time by this pass: that is the price of binding what
-//     was served to the layer digest.
+//   - Completion (FetchNext, driven by fs/bgfetch; pass.go) streams the
+//     blob in order from byte 0 through ztoc.VerifyStream, one continuous
+//     inflate that checks every checkpoint (offsets and window), span
+//     digest, gzip trailer and TOC entry, while the same bytes feed the
+//     layer digest. Each span's real bytes are compared with what was
+//     served and cached. Spans fetched earlier on demand are fetched a
+//     second time by this pass: that is the price of binding what was
+//     served to the layer digest.
 //
 // Verification modes, the trade-off (Options.Verify):
 //   - VerifyStrict (default): a read is answered only once the digest of the
@@ -281,6 +283,7 @@ func (m *Manager) Progress() (fetched, total int64) {
 // Close cancels fetch-ahead and background work and waits for it.
 func (m *Manager) Close() error {
 	m.cancel()
+	m.stopPass()
 	m.wg.Wait()
 	m.hot.close()
 	return nil

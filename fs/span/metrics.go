@@ -20,6 +20,9 @@ const (
 	KindPrefix      = "served_prefix"
 	KindLayerDigest = "layer_digest"
 	KindTarHeader   = "tar_header"
+	// KindStream: the completion pass found the zTOC contradicting the
+	// layer (a checkpoint, span, TOC entry or size; ztoc.ErrMismatch).
+	KindStream = "stream"
 )
 
 // Metrics holds the span layer's Prometheus collectors. One Metrics is
