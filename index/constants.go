@@ -55,4 +55,11 @@ var (
 	ErrNoIndex = errors.New("no SOCI index found")
 	// ErrNoZtoc reports a layer that the image's index does not cover.
 	ErrNoZtoc = errors.New("no zTOC for layer")
+	// ErrZtocTooLarge reports a layer whose zTOC is over a configured bound
+	// (blob size, entry count or span count): the layer is better fetched
+	// whole than served from a zTOC held in memory for its mount's life.
+	ErrZtocTooLarge = errors.New("zTOC too large")
+	// ErrZtocBudget reports a layer whose zTOC would take the zTOCs held
+	// for mounted layers over their memory budget.
+	ErrZtocBudget = errors.New("zTOC memory budget exhausted")
 )

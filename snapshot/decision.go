@@ -38,6 +38,12 @@ const (
 	// ReasonNoZtoc: the image's index has no zTOC for this layer
 	// (index.ErrNoZtoc).
 	ReasonNoZtoc Reason = "no-ztoc"
+	// ReasonZtocTooLarge: the layer's zTOC is over a configured bound on
+	// its size, entries or spans (index.ErrZtocTooLarge).
+	ReasonZtocTooLarge Reason = "ztoc-too-large"
+	// ReasonZtocBudget: the layer's zTOC would take the zTOCs of mounted
+	// layers over their memory budget (index.ErrZtocBudget).
+	ReasonZtocBudget Reason = "ztoc-memory-budget"
 	// ReasonBelowMinSize: the layer is smaller than the configured minimum
 	// (WithMinLayerSize), so it is not worth a FUSE mount; the
 	// FileSystem is not asked.
@@ -67,6 +73,8 @@ type Decision struct {
 //     pulls it as usual and no daemon bandwidth is spent;
 //   - index.ErrNoZtoc → local unpack: the image is indexed, only this layer is
 //     not, and the daemon can unpack it without containerd's help;
+//   - index.ErrZtocTooLarge, index.ErrZtocBudget → local unpack: the layer
+//     is indexed, but holding its zTOC would cost too much memory;
 //   - anything else → local unpack too, because a layer that cannot be
 //     mounted may still be fetched whole; serveLocalUnpack falls back to
 //     overlay if that fails as well.
@@ -80,6 +88,10 @@ func decide(mountErr error, haveUnpacker bool) Decision {
 		return Decision{OutcomeOverlay, ReasonNoIndex}
 	case errors.Is(mountErr, index.ErrNoZtoc):
 		return localUnpack(ReasonNoZtoc, haveUnpacker)
+	case errors.Is(mountErr, index.ErrZtocTooLarge):
+		return localUnpack(ReasonZtocTooLarge, haveUnpacker)
+	case errors.Is(mountErr, index.ErrZtocBudget):
+		return localUnpack(ReasonZtocBudget, haveUnpacker)
 	default:
 		return localUnpack(ReasonMountFailed, haveUnpacker)
 	}

@@ -168,6 +168,9 @@ func TestDecide(t *testing.T) {
 		{fmt.Errorf("layer x: %w", index.ErrNoZtoc), true, Decision{OutcomeLocalUnpack, ReasonNoZtoc}},
 		{fmt.Errorf("layer x: %w", index.ErrNoZtoc), false, Decision{OutcomeOverlay, ReasonNoUnpacker}},
 		{other, true, Decision{OutcomeLocalUnpack, ReasonMountFailed}},
+		{fmt.Errorf("find zTOC: %w", index.ErrZtocTooLarge), true, Decision{OutcomeLocalUnpack, ReasonZtocTooLarge}},
+		{fmt.Errorf("find zTOC: %w", index.ErrZtocTooLarge), false, Decision{OutcomeOverlay, ReasonNoUnpacker}},
+		{fmt.Errorf("find zTOC: %w", index.ErrZtocBudget), true, Decision{OutcomeLocalUnpack, ReasonZtocBudget}},
 		{other, false, Decision{OutcomeOverlay, ReasonNoUnpacker}},
 	}
 	for _, c := range cases {
@@ -233,6 +236,16 @@ func TestPrepareNoZtocUnpacksLocally(t *testing.T) {
 	if err != nil || usage.Size == 0 {
 		t.Errorf("usage of unpacked layer = %+v, %v", usage, err)
 	}
+}
+
+// TestPrepareOversizedZtocUnpacksLocally: a layer whose zTOC is over the
+// discovery bounds is unpacked by the daemon, and the labels say why.
+func TestPrepareOversizedZtocUnpacksLocally(t *testing.T) {
+	h := newHarness(t, t.TempDir(), newBindFS(t, index.ErrZtocTooLarge), WithUnpacker(dirUnpacker{}))
+	if _, err := h.unpackPrepare("layer-1", ""); !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("Prepare = %v, want AlreadyExists", err)
+	}
+	h.wantDecision("layer-1", OutcomeLocalUnpack, ReasonZtocTooLarge)
 }
 
 func TestPrepareMountErrorUnpacksLocally(t *testing.T) {

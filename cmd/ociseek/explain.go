@@ -135,6 +135,15 @@ func why(path, reason string) string {
 			return "the index has no zTOC for this layer (too small?): unpacked by the daemon"
 		}
 		return "the index has no zTOC for this layer (too small?)"
+	case snapshot.ReasonZtocTooLarge, snapshot.ReasonZtocBudget:
+		what := "the layer's zTOC is over the daemon's bounds ([discovery] max_ztoc_*)"
+		if reason == string(snapshot.ReasonZtocBudget) {
+			what = "the zTOCs of mounted layers already fill their memory budget ([discovery] ztoc_memory_budget)"
+		}
+		if path == string(snapshot.OutcomeLocalUnpack) {
+			return what + ": unpacked by the daemon"
+		}
+		return what
 	case snapshot.ReasonBelowMinSize:
 		if path == string(snapshot.OutcomeLocalUnpack) {
 			return "smaller than the daemon's minimum layer size for lazy loading: unpacked by the daemon"

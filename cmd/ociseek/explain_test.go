@@ -56,6 +56,7 @@ func TestWhyCoversEveryReason(t *testing.T) {
 		snapshot.ReasonMounted, snapshot.ReasonLazyDisabled, snapshot.ReasonNoIndex,
 		snapshot.ReasonNoZtoc, snapshot.ReasonBelowMinSize, snapshot.ReasonMountFailed,
 		snapshot.ReasonNoUnpacker, snapshot.ReasonUnpackFailed,
+		snapshot.ReasonZtocTooLarge, snapshot.ReasonZtocBudget,
 	}
 	outcomes := []snapshot.Outcome{snapshot.OutcomeLazy, snapshot.OutcomeLocalUnpack, snapshot.OutcomeOverlay}
 	for _, r := range reasons {

@@ -43,8 +43,10 @@
 // single registry round.
 //
 // Hazards: everything read from a registry is bounded (manifests and
-// indices to index.MaxSize, zTOCs to ztoc.MaxSize) and verified against
-// its digest before it is decoded.
+// indices to index.MaxSize, zTOCs to Options.MaxZtocSize) and verified
+// against its digest before it is decoded. A zTOC is then held for its
+// mount's life, so its entries and spans are bounded too, and LayerZtoc
+// keeps the zTOCs in use under Options.ZtocBudget (limits.go).
 package discover
 
 import (
@@ -117,6 +119,21 @@ type Options struct {
 	DisableV1 bool
 	// DisableV2 skips the image manifest annotation.
 	DisableV2 bool
+	// MaxZtocSize bounds the size of a zTOC blob, checked from the index's
+	// descriptor before the download and enforced on the read
+	// (DefaultMaxZtocSize when zero, never above ztoc.MaxSize; negative:
+	// ztoc.MaxSize).
+	MaxZtocSize int64
+	// MaxZtocEntries bounds the entries of a zTOC (DefaultMaxZtocEntries
+	// when zero; negative: no bound).
+	MaxZtocEntries int
+	// MaxZtocSpans bounds the spans of a zTOC (DefaultMaxZtocSpans when
+	// zero; negative: no bound).
+	MaxZtocSpans int
+	// ZtocBudget bounds the estimated memory of the zTOCs LayerZtoc has
+	// handed out and that are still in use (DefaultZtocBudget when zero;
+	// negative: no bound).
+	ZtocBudget int64
 	// TTL is how long a found index is cached (DefaultTTL when zero).
 	TTL time.Duration
 	// NegativeTTL is how long a failed or empty lookup is cached
@@ -128,10 +145,12 @@ type Options struct {
 
 // Discoverer finds SOCI indices and zTOCs. It is safe for concurrent use.
 type Discoverer struct {
-	opts  Options
-	repos *repoCache
-	cache *resultCache
-	group singleflight.Group
+	opts   Options
+	limits limits
+	budget *budget
+	repos  *repoCache
+	cache  *resultCache
+	group  singleflight.Group
 }
 
 // New returns a Discoverer with the given options.
@@ -148,10 +167,15 @@ func New(opts Options) *Discoverer {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.ZtocBudget == 0 {
+		opts.ZtocBudget = DefaultZtocBudget
+	}
 	return &Discoverer{
-		opts:  opts,
-		repos: newRepoCache(opts.NewRepository),
-		cache: newResultCache(),
+		opts:   opts,
+		limits: newLimits(opts),
+		budget: &budget{limit: opts.ZtocBudget},
+		repos:  newRepoCache(opts.NewRepository),
+		cache:  newResultCache(),
 	}
 }
 

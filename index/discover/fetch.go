@@ -112,7 +112,9 @@ func (d *Discoverer) fetchIndexAnywhere(ctx context.Context, t target, desc ocis
 // FetchZtoc fetches, verifies and decodes the zTOC desc names, for the image
 // imageRef: from its index repository first when one is configured, else
 // from the image repository. It returns the decoded zTOC and its bytes (the
-// zTOC's checkpoint windows alias them).
+// zTOC's checkpoint windows alias them). A zTOC over the Options bounds
+// gives an error wrapping index.ErrZtocTooLarge; the size bound is checked
+// from desc before anything is downloaded.
 func (d *Discoverer) FetchZtoc(ctx context.Context, imageRef string, desc ocispec.Descriptor) (*ztoc.Ztoc, []byte, error) {
 	t, err := d.parseTarget(imageRef)
 	if err != nil {
@@ -121,8 +123,11 @@ func (d *Discoverer) FetchZtoc(ctx context.Context, imageRef string, desc ocispe
 	if err := desc.Digest.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("zTOC digest %q: %w", desc.Digest, err)
 	}
-	if desc.Size <= 0 || desc.Size > ztoc.MaxSize {
-		return nil, nil, fmt.Errorf("zTOC %s: size %d outside 1..%d bytes", desc.Digest, desc.Size, int64(ztoc.MaxSize))
+	if desc.Size <= 0 {
+		return nil, nil, fmt.Errorf("zTOC %s: size %d is not positive", desc.Digest, desc.Size)
+	}
+	if err := d.limits.checkSize(desc.Digest, desc.Size); err != nil {
+		return nil, nil, err
 	}
 	var lastErr error
 	for _, name := range t.searchRepos() {
@@ -137,6 +142,9 @@ func (d *Discoverer) FetchZtoc(ctx context.Context, imageRef string, desc ocispe
 		z, err := ztoc.Unmarshal(b)
 		if err != nil {
 			return nil, nil, fmt.Errorf("decode zTOC %s from %s: %w", desc.Digest, name, err)
+		}
+		if err := d.limits.checkDecoded(desc.Digest, z); err != nil {
+			return nil, nil, fmt.Errorf("zTOC from %s: %w", name, err)
 		}
 		return z, b, nil
 	}
@@ -153,7 +161,9 @@ func (d *Discoverer) fetchBlob(ctx context.Context, name string, desc ocispec.De
 		return nil, fmt.Errorf("fetch zTOC %s from %s: %w", desc.Digest, name, err)
 	}
 	defer rc.Close()
-	b, err := readVerified(rc, desc.Size, desc.Digest, ztoc.MaxSize)
+	// desc.Size comes from the index and was checked against the bound;
+	// readVerified reads no more than that, whatever the registry sends.
+	b, err := readVerified(rc, desc.Size, desc.Digest, d.limits.maxSize())
 	if err != nil {
 		return nil, fmt.Errorf("fetch zTOC %s from %s: %w", desc.Digest, name, err)
 	}
@@ -164,7 +174,10 @@ func (d *Discoverer) fetchBlob(ctx context.Context, name string, desc ocispec.De
 // returns the decoded zTOC of one of its layers. It returns an error
 // wrapping index.ErrNoIndex when the image has no index and index.ErrNoZtoc
 // when the index does not cover the layer, so that callers can choose to
-// fetch the layer whole.
+// fetch the layer whole; likewise index.ErrZtocTooLarge for a zTOC over the
+// bounds and index.ErrZtocBudget when the zTOCs handed out and still in use
+// would exceed Options.ZtocBudget. A returned zTOC counts against the
+// budget until it is garbage.
 func (d *Discoverer) LayerZtoc(ctx context.Context, imageRef string, manifest, explicitIndex, layer digest.Digest) (*ztoc.Ztoc, error) {
 	res, err := d.Find(ctx, imageRef, manifest, explicitIndex)
 	if err != nil {
@@ -174,6 +187,16 @@ func (d *Discoverer) LayerZtoc(ctx context.Context, imageRef string, manifest, e
 	if err != nil {
 		return nil, fmt.Errorf("SOCI index %s of %s: %w", res.Descriptor.Digest, imageRef, err)
 	}
-	z, _, err := d.FetchZtoc(ctx, imageRef, zd)
-	return z, err
+	if !d.budget.fits(zd.Size) {
+		return nil, fmt.Errorf("zTOC %s of %s: %d bytes with %d of the %d byte budget of mounted zTOCs in use: %w",
+			zd.Digest, imageRef, zd.Size, d.budget.inUse(), d.budget.limit, index.ErrZtocBudget)
+	}
+	z, raw, err := d.FetchZtoc(ctx, imageRef, zd)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.budget.hold(zd.Digest, z, raw); err != nil {
+		return nil, fmt.Errorf("layer %s of %s: %w", layer, imageRef, err)
+	}
+	return z, nil
 }

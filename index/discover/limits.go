@@ -1,0 +1,156 @@
+package discover
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"unsafe"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ociseek/ociseek/index"
+	"github.com/ociseek/ociseek/ztoc"
+)
+
+// Bounds on the zTOCs a Discoverer accepts, used when Options leaves them
+// zero. A zTOC is held whole in memory for as long as its layer is mounted
+// (its checkpoint windows alias the fetched bytes), and anyone who can push
+// an index chooses its size, so the bounds are far above what real layers
+// need and far below what would hurt a node:
+//
+//   - the reference tool's zTOC of a 20k-file layer is 5.3 MB, and a gzip
+//     zTOC costs about 32 KiB per span: 64 MiB covers 2,000 spans, an 8 GiB
+//     layer at the default 4 MiB span size;
+//   - a decoded entry costs about 113 bytes of heap besides the blob
+//     (measured: 113 MiB for a 1M-entry zTOC), so 500,000 entries, 25 times
+//     the 20k-file layer, hold about 55 MiB;
+//   - 16,384 spans are a 64 GiB layer at 4 MiB spans; the bound matters for
+//     uncompressed layers and tiny span sizes, where spans carry no window
+//     and the blob bound alone would allow millions of them;
+//   - 1 GiB for the zTOCs of every mounted layer together: about 200 layers
+//     like the 20k-file one, and most real zTOCs are much smaller.
+const (
+	DefaultMaxZtocSize    = 64 << 20
+	DefaultMaxZtocEntries = 500_000
+	DefaultMaxZtocSpans   = 16_384
+	DefaultZtocBudget     = 1 << 30
+)
+
+// limits are the effective zTOC bounds; a negative value means no bound.
+type limits struct {
+	size, entries, spans int64
+}
+
+func newLimits(o Options) limits {
+	pick := func(v, def int64) int64 {
+		if v == 0 {
+			return def
+		}
+		return v
+	}
+	return limits{
+		size:    min(pick(o.MaxZtocSize, DefaultMaxZtocSize), ztoc.MaxSize),
+		entries: pick(int64(o.MaxZtocEntries), DefaultMaxZtocEntries),
+		spans:   pick(int64(o.MaxZtocSpans), DefaultMaxZtocSpans),
+	}
+}
+
+// maxSize is the largest zTOC blob read, never above ztoc.MaxSize.
+func (l limits) maxSize() int64 {
+	if l.size < 0 {
+		return ztoc.MaxSize
+	}
+	return l.size
+}
+
+// checkSize refuses, before anything is downloaded, a zTOC whose descriptor
+// says it is over the size bound.
+func (l limits) checkSize(desc digest.Digest, size int64) error {
+	if size > l.maxSize() {
+		return fmt.Errorf("zTOC %s: %d bytes, over the %d byte bound: %w", desc, size, l.maxSize(), index.ErrZtocTooLarge)
+	}
+	return nil
+}
+
+// checkDecoded refuses a decoded zTOC with too many entries or spans. The
+// decode itself was bounded by the blob size.
+func (l limits) checkDecoded(desc digest.Digest, z *ztoc.Ztoc) error {
+	if n := int64(len(z.TOC)); l.entries >= 0 && n > l.entries {
+		return fmt.Errorf("zTOC %s: %d entries, over the bound of %d: %w", desc, n, l.entries, index.ErrZtocTooLarge)
+	}
+	if n := int64(z.MaxSpanID) + 1; l.spans >= 0 && n > l.spans {
+		return fmt.Errorf("zTOC %s: %d spans, over the bound of %d: %w", desc, n, l.spans, index.ErrZtocTooLarge)
+	}
+	return nil
+}
+
+// heldSize estimates the memory a decoded zTOC keeps: its blob (the
+// windows alias it), the entries with their own strings, and the span
+// digests and checkpoints. Strings shared between entries (types, owner
+// names) are not counted; the estimate errs high, never low, for the
+// entries a layer really has.
+func heldSize(z *ztoc.Ztoc, raw []byte) int64 {
+	n := int64(len(raw)) + int64(len(z.TOC))*int64(unsafe.Sizeof(ztoc.FileMetadata{}))
+	for i := range z.TOC {
+		m := &z.TOC[i]
+		n += int64(len(m.Name) + len(m.Linkname))
+		for k, v := range m.PAXRecords {
+			n += int64(len(k)+len(v)) + 48 // map slot and two string headers
+		}
+	}
+	spans := int64(z.MaxSpanID) + 1
+	n += spans * (int64(unsafe.Sizeof(digest.Digest(""))) + int64(len(digest.Canonical.FromString("").String())))
+	n += spans * int64(unsafe.Sizeof(ztoc.Checkpoint{}))
+	return n
+}
+
+// budget counts the estimated memory of the zTOCs handed out by LayerZtoc
+// and still referenced. Nothing tells a Discoverer when a layer is
+// unmounted, so a zTOC's share is returned by a runtime cleanup once the
+// zTOC is garbage: after the unmount, by the next collection.
+type budget struct {
+	limit int64 // negative: no bound
+
+	mu   sync.Mutex // guards used
+	used int64
+}
+
+// fits reports, before a fetch, whether n more bytes could fit.
+func (b *budget) fits(n int64) bool {
+	if b.limit < 0 {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used+n <= b.limit
+}
+
+// hold charges z's estimated size against the budget, or refuses it, and
+// arranges for the charge to be returned when z is collected.
+func (b *budget) hold(desc digest.Digest, z *ztoc.Ztoc, raw []byte) error {
+	n := heldSize(z, raw)
+	b.mu.Lock()
+	if b.limit >= 0 && b.used+n > b.limit {
+		used := b.used
+		b.mu.Unlock()
+		return fmt.Errorf("zTOC %s: about %d bytes with %d of the %d byte budget of mounted zTOCs in use: %w",
+			desc, n, used, b.limit, index.ErrZtocBudget)
+	}
+	b.used += n
+	b.mu.Unlock()
+	runtime.AddCleanup(z, b.release, n)
+	return nil
+}
+
+func (b *budget) release(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.used -= n
+}
+
+// inUse returns the bytes currently charged.
+func (b *budget) inUse() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
+}
