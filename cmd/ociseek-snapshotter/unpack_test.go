@@ -8,9 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
 
 	snapshots "github.com/containerd/containerd/v2/core/snapshots"
@@ -18,8 +15,10 @@ import (
 	"github.com/containerd/log/logtest"
 	"github.com/ociseek/ociseek/index"
 	"github.com/ociseek/ociseek/index/build"
+	"github.com/ociseek/ociseek/index/discover"
 	"github.com/ociseek/ociseek/internal/regtest"
 	"github.com/ociseek/ociseek/snapshot"
+	"github.com/ociseek/ociseek/snapshot/unpack"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote/auth"
@@ -59,71 +58,17 @@ func pushLayer(t *testing.T) pushedLayer {
 	blob, diffID := testLayer(t)
 	desc := reg.PushBlob(t, "app", blob, "application/vnd.oci.image.layer.v1.tar+gzip")
 	return pushedLayer{labels: map[string]string{
-		labelImageRef:                 reg.Host + "/app:latest",
-		labelLayerDigest:              desc.Digest.String(),
+		unpack.LabelImageRef:          reg.Host + "/app:latest",
+		unpack.LabelLayerDigest:       desc.Digest.String(),
 		snapshots.LabelSnapshotDiffID: diffID.String(),
 		snapshots.LabelSnapshotRef:    "layer",
 	}}
 }
 
-func testUnpacker() *layerUnpacker {
-	return &layerUnpacker{client: &auth.Client{Cache: auth.NewCache()}, plainHTTP: map[string]bool{}}
-}
-
-func TestUnpackLayerFromRegistry(t *testing.T) {
-	l := pushLayer(t)
-	dir := t.TempDir()
-	ctx := logtest.WithT(context.Background(), t)
-	if err := testUnpacker().Unpack(ctx, dir, l.labels); err != nil {
-		t.Fatal(err)
-	}
-	if b, err := os.ReadFile(filepath.Join(dir, "etc/hello")); err != nil || string(b) != "hello from the registry" {
-		t.Errorf("etc/hello = %q, %v", b, err)
-	}
-	// Whiteouts are in overlay's form: a 0:0 character device.
-	st, err := os.Lstat(filepath.Join(dir, "etc/gone"))
-	if err != nil || st.Mode()&os.ModeCharDevice == 0 || st.Sys().(*syscall.Stat_t).Rdev != 0 {
-		t.Errorf("whiteout etc/gone = %v, %v", st, err)
-	}
-	if _, err := os.Lstat(filepath.Join(dir, "etc/.wh.gone")); !os.IsNotExist(err) {
-		t.Errorf("whiteout file unpacked as is: %v", err)
-	}
-}
-
-func TestUnpackRejectsBadInput(t *testing.T) {
-	l := pushLayer(t)
-	ctx := logtest.WithT(context.Background(), t)
-	with := func(k, v string) map[string]string {
-		m := map[string]string{}
-		for k, v := range l.labels {
-			m[k] = v
-		}
-		if v == "" {
-			delete(m, k)
-		} else {
-			m[k] = v
-		}
-		return m
-	}
-	cases := map[string]struct {
-		labels map[string]string
-		want   string
-	}{
-		"wrong diffID":      {with(snapshots.LabelSnapshotDiffID, digest.FromString("other").String()), "image config says"},
-		"no diffID":         {with(snapshots.LabelSnapshotDiffID, ""), snapshots.LabelSnapshotDiffID},
-		"no image ref":      {with(labelImageRef, ""), labelImageRef},
-		"malformed digest":  {with(labelLayerDigest, "sha256:xyz"), labelLayerDigest},
-		"layer not in repo": {with(labelLayerDigest, digest.FromString("absent").String()), "resolve layer"},
-		"unreachable host":  {with(labelImageRef, "127.0.0.1:1/app:latest"), "resolve layer"},
-	}
-	for name, c := range cases {
-		t.Run(name, func(t *testing.T) {
-			err := testUnpacker().Unpack(ctx, t.TempDir(), c.labels)
-			if err == nil || !strings.Contains(err.Error(), c.want) {
-				t.Errorf("Unpack = %v, want error mentioning %q", err, c.want)
-			}
-		})
-	}
+// testUnpacker is the daemon's unpacker with its default plain-HTTP
+// policy (loopback registries over HTTP).
+func testUnpacker() *unpack.Unpacker {
+	return unpack.New(&auth.Client{Cache: auth.NewCache()}, discover.DefaultPlainHTTP)
 }
 
 // noZtocFS is an indexed image's FileSystem for a layer without a zTOC.

@@ -22,6 +22,7 @@ import (
 	"github.com/ociseek/ociseek/index"
 	"github.com/ociseek/ociseek/index/discover"
 	"github.com/ociseek/ociseek/snapshot"
+	"github.com/ociseek/ociseek/snapshot/unpack"
 	"github.com/ociseek/ociseek/ztoc"
 	"github.com/prometheus/client_golang/prometheus"
 	orasremote "oras.land/oras-go/v2/registry/remote"
@@ -78,7 +79,7 @@ func newServiceXattr(ctx context.Context, cfg *config.Config, reg prometheus.Reg
 		opts = append(opts, snapshot.DisableLazy())
 	}
 	if cfg.Snapshotter.LocalUnpack {
-		opts = append(opts, snapshot.WithUnpacker(newLayerUnpacker(cfg, client)))
+		opts = append(opts, snapshot.WithUnpacker(unpack.New(client, plainHTTPPolicy(cfg))))
 	}
 	if cfg.Snapshotter.AsyncRemove {
 		opts = append(opts, snapshot.AsynchronousRemove())
@@ -137,7 +138,7 @@ func (d *service) shutdown(ctx context.Context, unmount bool) error {
 // over index/discover (zTOCs) and fs/remote (blobs), both through client.
 func newFileSystem(cfg *config.Config, client *auth.Client, reg prometheus.Registerer, userXattr bool) (*fs.FS, error) {
 	// One plain-HTTP policy for every registry client of the daemon.
-	plainHTTP := newLayerUnpacker(cfg, client).isPlainHTTP
+	plainHTTP := plainHTTPPolicy(cfg)
 	disc := discover.New(discover.Options{
 		NewRepository: func(name string) (*orasremote.Repository, error) {
 			repo, err := orasremote.NewRepository(name)
@@ -290,11 +291,13 @@ func freshCredentials(open func() (credentials.Store, error)) auth.CredentialFun
 	}
 }
 
-// newLayerUnpacker builds the local-unpack path's unpacker.
-func newLayerUnpacker(cfg *config.Config, client *auth.Client) *layerUnpacker {
+// plainHTTPPolicy says whether a host (host[:port]) is reached over HTTP:
+// configured hosts and loopback addresses. Every registry client of the
+// daemon (discovery, lazy blob reads, local unpack) uses it.
+func plainHTTPPolicy(cfg *config.Config) func(host string) bool {
 	plain := map[string]bool{}
 	for _, h := range cfg.Registry.PlainHTTP {
 		plain[h] = true
 	}
-	return &layerUnpacker{client: client, plainHTTP: plain}
+	return func(host string) bool { return plain[host] || discover.DefaultPlainHTTP(host) }
 }

@@ -21,6 +21,7 @@ var allowed = map[string][]string{
 	"integration/...": {"integration/...", "ztoc/ztoctest", "internal/...", "index", "ztoc"},
 	"internal/...":    {"..."},
 	"snapshot":        {"index"},
+	"snapshot/unpack": {},
 	"fs":              {"fs/layer", "fs/span", "fs/remote", "fs/cache", "fs/bgfetch", "ztoc"},
 	"fs/layer":        {"ztoc"},
 	"fs/span":         {"ztoc", "ztoc/gzipx"},

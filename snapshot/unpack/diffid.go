@@ -1,4 +1,4 @@
-package main
+package unpack
 
 import (
 	"context"
@@ -10,10 +10,6 @@ import (
 	"oras.land/oras-go/v2/content"
 	orasremote "oras.land/oras-go/v2/registry/remote"
 )
-
-// labelManifestDigest names the platform manifest of the layer being
-// unpacked; containerd's image handler sets it for every client version.
-const labelManifestDigest = "containerd.io/snapshot/cri.manifest-digest"
 
 // maxConfigBytes bounds the image manifest and config read to find a
 // diffID; real ones are a few KiB (containerd's own manifest limit is

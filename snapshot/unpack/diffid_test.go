@@ -1,4 +1,4 @@
-package main
+package unpack
 
 import (
 	"context"
@@ -29,9 +29,9 @@ func TestUnpackWithoutDiffIDLabel(t *testing.T) {
 	lying := pushWithDiffIDs(t, reg, "app", blob, digest.FromString("another tar"))
 	labels := func(manifest digest.Digest) map[string]string {
 		return map[string]string{
-			labelImageRef:       reg.Host + "/app:latest",
-			labelLayerDigest:    layer.String(),
-			labelManifestDigest: manifest.String(),
+			LabelImageRef:       reg.Host + "/app:latest",
+			LabelLayerDigest:    layer.String(),
+			LabelManifestDigest: manifest.String(),
 		}
 	}
 	ctx := logtest.WithT(context.Background(), t)
@@ -51,7 +51,7 @@ func TestUnpackWithoutDiffIDLabel(t *testing.T) {
 		"config diffID wrong":   {labels(lying), "image config says"},
 		"layer not in manifest": {labels(other.Digest), "is not in manifest"},
 		"manifest absent":       {labels(digest.FromString("absent")), "manifest"},
-		"manifest malformed":    {labels("sha256:xyz"), labelManifestDigest},
+		"manifest malformed":    {labels("sha256:xyz"), LabelManifestDigest},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
