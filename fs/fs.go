@@ -92,6 +92,8 @@ type FS struct {
 	pending sync.WaitGroup // Mount calls in progress
 
 	mem memoryRelease // returns what mounts used transiently
+	// rejected records (layer, zTOC) pairs that failed verification.
+	rejected rejections
 }
 
 // New checks the environment and returns an FS keeping its state (the span
@@ -121,7 +123,8 @@ func New(root string, src ZtocSource, blobs BlobOpener, opts ...Opt) (*FS, error
 	if err != nil {
 		return nil, fmt.Errorf("new file system: open span cache: %w", err)
 	}
-	f := &FS{root: root, src: src, blobs: blobs, cfg: cfg, cache: c, layers: map[string]*mounted{}}
+	f := &FS{root: root, src: src, blobs: blobs, cfg: cfg, cache: c, layers: map[string]*mounted{},
+		rejected: rejections{dir: filepath.Join(root, rejectedDirName)}}
 	if f.spanMet, err = span.NewMetrics(cfg.registerer); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("new file system: %w", err)
@@ -219,6 +222,7 @@ type options struct {
 	layerOpts     layer.Options
 	maxFetches    int
 	passthrough   bool
+	rejectedErr   error
 }
 
 func defaultOptions() options {
@@ -227,6 +231,16 @@ func defaultOptions() options {
 		checkInterval: DefaultCheckInterval,
 		checkTimeout:  DefaultCheckTimeout,
 		passthrough:   true,
+	}
+}
+
+// WithRejectedError makes a Mount refused because the layer's zTOC failed
+// verification before also wrap err (cmd passes the index package's
+// sentinel, which the snapshotter turns into a decision reason).
+func WithRejectedError(err error) Opt {
+	return func(o *options) error {
+		o.rejectedErr = err
+		return nil
 	}
 }
 

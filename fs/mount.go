@@ -101,8 +101,23 @@ func (f *FS) assemble(ctx context.Context, mp string, ref LayerRef) (*mounted, e
 	if err != nil {
 		return nil, fmt.Errorf("mount layer %s at %s: %w", ref.LayerDigest, mp, err)
 	}
+	ztocID := span.ZtocIdentity(z)
+	if rej, ok := f.rejected.lookup(ref.LayerDigest, ztocID); ok {
+		err := fmt.Errorf("mount layer %s at %s: zTOC %s: %w (%s); delete %s to try it again",
+			ref.LayerDigest, mp, ztocID, ErrZtocRejected, rej.Reason, f.rejected.path(ref.LayerDigest, ztocID))
+		if f.cfg.rejectedErr != nil {
+			err = fmt.Errorf("%w: %w", err, f.cfg.rejectedErr)
+		}
+		return nil, err
+	}
 	so := f.cfg.spanOpts
 	so.LayerDigest, so.Metrics = ref.LayerDigest, f.spanMet
+	so.OnFail = func(reason error) {
+		rej := Rejection{Layer: ref.LayerDigest, Ztoc: ztocID, Image: ref.ImageRef, Reason: reason.Error(), At: time.Now().UTC()}
+		if err := f.rejected.record(rej); err != nil {
+			log.G(ctx).WithError(err).Error("could not record the rejected zTOC: a restart would mount it again")
+		}
+	}
 	if f.sched != nil {
 		so.Foreground = f.sched.Foreground
 	}

@@ -9,11 +9,12 @@ import (
 	"github.com/ociseek/ociseek/ztoc"
 )
 
-// ztocIdentity names a zTOC in cache keys: its digest when it was decoded
-// from a blob (the usual case), else a fingerprint of everything that
-// decides what bytes a span holds (span digests, checkpoint positions and
-// windows), so that zTOCs built in memory get distinct keys too.
-func ztocIdentity(z *ztoc.Ztoc) string {
+// ZtocIdentity names a zTOC in cache keys and rejection records: its
+// digest's hex when it was decoded from a blob (the usual case), else a
+// fingerprint of everything that decides what bytes a span holds (span
+// digests, checkpoint positions and windows), so that zTOCs built in memory
+// get distinct names too.
+func ZtocIdentity(z *ztoc.Ztoc) string {
 	if z.Digest != "" {
 		return z.Digest.Encoded()
 	}

@@ -139,6 +139,9 @@ type Options struct {
 	// Foreground, when set, is called at the start of every read and the
 	// returned func at its end; fs/bgfetch uses it to pause.
 	Foreground func() (done func())
+	// OnFail, when set, is called once, when the layer fails verification,
+	// with the reason (fs records it on disk).
+	OnFail func(reason error)
 }
 
 // Manager serves one layer's uncompressed bytes. It is safe for concurrent
@@ -199,7 +202,7 @@ func New(z *ztoc.Ztoc, blob BlobReader, cache Cache, opts Options) (*Manager, er
 	if err := m.loadSpans(); err != nil {
 		return nil, fmt.Errorf("span manager for %s: %w", opts.LayerDigest, err)
 	}
-	m.ztocID = ztocIdentity(z)
+	m.ztocID = ZtocIdentity(z)
 	if m.metrics == nil {
 		m.metrics, _ = NewMetrics(nil)
 	}
@@ -296,6 +299,9 @@ func (m *Manager) fail(ctx context.Context, kind string, reason error) error {
 		m.metrics.VerifyFailures.WithLabelValues(kind).Inc()
 		log.G(ctx).WithError(reason).WithField("layer", m.opts.LayerDigest).
 			WithField("kind", kind).Error("layer failed verification; reads now fail with EIO")
+		if m.opts.OnFail != nil {
+			m.opts.OnFail(reason)
+		}
 	}
 	return *m.failed.Load()
 }
