@@ -229,7 +229,7 @@ func TestFetchZtocBad(t *testing.T) {
 	}
 	huge := zd
 	huge.Size = 1 << 40
-	if _, _, err := d.FetchZtoc(ctxT(t), ref, huge); err == nil || !strings.Contains(err.Error(), "outside") {
+	if _, _, err := d.FetchZtoc(ctxT(t), ref, huge); !errors.Is(err, index.ErrZtocTooLarge) || !strings.Contains(err.Error(), "over the") {
 		t.Fatalf("huge declared size: err = %v", err)
 	}
 }
