@@ -9,6 +9,14 @@
 //     starts. A step already running (one span) is allowed to finish.
 //     Readers signal through Foreground, which fs/span calls around every
 //     read.
+//   - Never starved: a layer mounted more than MaxDeferral ago is not held
+//     back by foreground reads any more. While reads go on, such layers
+//     still take steps, each followed by a pause as long as the step took,
+//     so background work gets at most half of the worker and every mounted
+//     layer is verified in bounded time even on a node that is never
+//     quiet.
+//   - Every step is bounded by StepTimeout: one stalled registry cannot
+//     hold up the completion of every other layer.
 //   - Rate limit: the bytes each step fetched are charged to a token bucket
 //     (golang.org/x/time/rate) before the next step runs.
 //   - A step that fails (registry down) is retried after a delay; a layer
@@ -52,6 +60,13 @@ type Options struct {
 	// RetryDelay is the wait before retrying a layer whose step failed
 	// (default 2s).
 	RetryDelay time.Duration
+	// MaxDeferral is how long after its mount a layer may be held back by
+	// foreground reads; after that it takes steps at up to half duty
+	// while reads go on (default 30s).
+	MaxDeferral time.Duration
+	// StepTimeout bounds one step (default 2m); a step that times out is
+	// a failed step, retried after RetryDelay.
+	StepTimeout time.Duration
 }
 
 // Status is what the scheduler knows about one layer.
@@ -73,6 +88,7 @@ type entry struct {
 	done    bool
 	err     error
 	retryAt time.Time
+	addedAt time.Time
 }
 
 // Scheduler completes layers in the background. It is safe for concurrent
@@ -93,6 +109,9 @@ type Scheduler struct {
 	next   int
 	active int       // foreground reads in progress
 	lastFg time.Time // when the last foreground read ended, or a layer was added
+	// notBefore is when the next step may start while foreground reads
+	// hold the node busy: the last step's end plus its length.
+	notBefore time.Time
 }
 
 // New starts a scheduler; Close stops it.
@@ -102,6 +121,12 @@ func New(opts Options) *Scheduler {
 	}
 	if opts.RetryDelay <= 0 {
 		opts.RetryDelay = 2 * time.Second
+	}
+	if opts.MaxDeferral <= 0 {
+		opts.MaxDeferral = 30 * time.Second
+	}
+	if opts.StepTimeout <= 0 {
+		opts.StepTimeout = 2 * time.Minute
 	}
 	s := &Scheduler{opts: opts, layers: map[string]*entry{}, wake: make(chan struct{}, 1),
 		limiter: rate.NewLimiter(rate.Inf, 0)}
@@ -126,7 +151,7 @@ func (s *Scheduler) Add(id string, layer Layer) {
 	if _, ok := s.layers[id]; !ok {
 		s.order = append(s.order, id)
 	}
-	s.layers[id] = &entry{layer: layer}
+	s.layers[id] = &entry{layer: layer, addedAt: time.Now()}
 	s.mu.Unlock()
 	s.nudge()
 }
@@ -201,11 +226,16 @@ func (s *Scheduler) run() {
 		if !ok {
 			return
 		}
-		n, done, err := e.layer.FetchNext(s.ctx)
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(s.ctx, s.opts.StepTimeout)
+		n, done, err := e.layer.FetchNext(ctx)
+		cancel()
 		if s.ctx.Err() != nil {
 			return
 		}
+		end := time.Now()
 		s.mu.Lock()
+		s.notBefore = end.Add(end.Sub(start))
 		e.done, e.err = done, err
 		if err != nil && !done {
 			e.retryAt = time.Now().Add(s.opts.RetryDelay)
@@ -264,11 +294,9 @@ func (s *Scheduler) pick() (*entry, time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
-	if s.active > 0 {
-		return nil, 0
-	}
-	if quiet := s.lastFg.Add(s.opts.QuietPeriod).Sub(now); quiet > 0 {
-		return nil, quiet
+	quiet := s.lastFg.Add(s.opts.QuietPeriod).Sub(now)
+	if s.active > 0 || quiet > 0 {
+		return s.pickOverdue(now, quiet)
 	}
 	var soonest time.Duration
 	for range s.order {
@@ -283,6 +311,40 @@ func (s *Scheduler) pick() (*entry, time.Duration) {
 			if soonest == 0 || d < soonest {
 				soonest = d
 			}
+			continue
+		}
+		return e, 0
+	}
+	return nil, soonest
+}
+
+// pickOverdue is pick while foreground reads hold the node busy (quiet > 0
+// is how long until it counts as quiet again; 0 with reads in progress):
+// only layers held back longer than MaxDeferral may step, and only at half
+// duty. The caller holds s.mu.
+func (s *Scheduler) pickOverdue(now time.Time, quiet time.Duration) (*entry, time.Duration) {
+	soonest := quiet
+	consider := func(d time.Duration) {
+		if d > 0 && (soonest <= 0 || d < soonest) {
+			soonest = d
+		}
+	}
+	if wait := s.notBefore.Sub(now); wait > 0 {
+		consider(wait)
+		return nil, soonest
+	}
+	for range s.order {
+		s.next %= len(s.order)
+		id := s.order[s.next]
+		s.next++
+		e := s.layers[id]
+		if e.done {
+			continue
+		}
+		overdue := e.addedAt.Add(s.opts.MaxDeferral).Sub(now)
+		retry := e.retryAt.Sub(now)
+		if overdue > 0 || retry > 0 {
+			consider(max(overdue, retry))
 			continue
 		}
 		return e, 0

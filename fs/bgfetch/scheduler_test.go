@@ -186,3 +186,36 @@ func TestRemove(t *testing.T) {
 		t.Fatal("removed layer still fetched")
 	}
 }
+
+// TestOverdueLayerStepsWhileBusy: on a node whose foreground reads never
+// stop, a layer mounted longer than MaxDeferral ago still completes (at
+// reduced duty), instead of waiting for a quiet moment that never comes.
+func TestOverdueLayerStepsWhileBusy(t *testing.T) {
+	s := newScheduler(t, Options{QuietPeriod: time.Hour, MaxDeferral: 100 * time.Millisecond})
+	done := s.Foreground()
+	defer done()
+	l := &stepLayer{steps: 20, size: 1}
+	s.Add("l", l)
+	waitFor(t, 10*time.Second, "the busy node's layer to complete", func() bool {
+		st, _ := s.Status("l")
+		return st.Done
+	})
+}
+
+// TestStalledStepTimesOut: a step that never returns (a registry that
+// stalls) is cut off by StepTimeout, counted as a failed step, and the
+// other layers complete meanwhile.
+func TestStalledStepTimesOut(t *testing.T) {
+	s := newScheduler(t, Options{QuietPeriod: time.Millisecond, StepTimeout: 50 * time.Millisecond, RetryDelay: 10 * time.Millisecond})
+	stalled, ok := &stepLayer{block: true}, &stepLayer{steps: 10, size: 1}
+	s.Add("stalled", stalled)
+	s.Add("ok", ok)
+	waitFor(t, 10*time.Second, "the healthy layer to complete", func() bool {
+		st, _ := s.Status("ok")
+		return st.Done
+	})
+	waitFor(t, 10*time.Second, "the stalled layer's step to time out", func() bool {
+		st, _ := s.Status("stalled")
+		return errors.Is(st.Err, context.DeadlineExceeded)
+	})
+}
