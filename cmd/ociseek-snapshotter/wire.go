@@ -153,18 +153,58 @@ func newFileSystem(cfg *config.Config, client *auth.Client, reg prometheus.Regis
 		DisableV2:   !cfg.Discovery.V2,
 		TTL:         cfg.Discovery.CacheTTL.Duration,
 		NegativeTTL: cfg.Discovery.NegativeCacheTTL.Duration,
+		// In the file 0 means no bound; to discover it means the default.
+		V1Repos:        cfg.Discovery.V1Trusted,
+		MaxZtocSize:    zeroIsNoBound(cfg.Discovery.MaxZtocBytes),
+		MaxZtocEntries: int(zeroIsNoBound(cfg.Discovery.MaxZtocEntries)),
+		MaxZtocSpans:   int(zeroIsNoBound(cfg.Discovery.MaxZtocSpans)),
+		ZtocBudget:     zeroIsNoBound(cfg.Discovery.ZtocMemoryBudget),
 	})
-	blobs := fs.RemoteBlobs{Client: client, PlainHTTP: plainHTTP, Options: remote.Options{
-		RequestTimeout: cfg.Fetch.RequestTimeout.Duration,
-		MaxRetries:     cfg.Fetch.MaxRetries,
-		MinBackoff:     cfg.Fetch.MinRetryWait.Duration,
-		MaxBackoff:     cfg.Fetch.MaxRetryWait.Duration,
-	}}
+	blobs := remoteBlobs(cfg, client, plainHTTP)
 	fsys, err := fs.New(filepath.Join(cfg.Daemon.Root, "fs"), ztocSource{disc}, blobs, fsOptions(cfg, reg, userXattr)...)
 	if err != nil {
 		return nil, fmt.Errorf("start lazy file system: %w", err)
 	}
 	return fsys, nil
+}
+
+// remoteBlobs is fs/remote as the lazy file system's blob opener, with the
+// [fetch] limits. Its client is the shared one minus the retry transport:
+// fs/remote retries ranges itself, knowing partial progress, and a second
+// layer under it multiplied the requests (6 per attempt against a failing
+// registry), so that max_retries bounded nothing.
+func remoteBlobs(cfg *config.Config, client *auth.Client, plainHTTP func(string) bool) fs.RemoteBlobs {
+	f := cfg.Fetch
+	// fs/remote reads a zero option as "its default"; in the file, zero
+	// means none.
+	maxRetries, minRate := f.MaxRetries, f.MinBytesPerSecond
+	if maxRetries == 0 {
+		maxRetries = -1
+	}
+	if minRate == 0 {
+		minRate = -1
+	}
+	return fs.RemoteBlobs{Client: withoutRetries(client), PlainHTTP: plainHTTP, Options: remote.Options{
+		RequestTimeout: f.RequestTimeout.Duration,
+		MaxRetries:     maxRetries,
+		MinBackoff:     f.MinRetryWait.Duration,
+		MaxBackoff:     f.MaxRetryWait.Duration,
+		MaxRetryAfter:  f.MaxRetryAfter.Duration,
+		MinRate:        minRate,
+		RateWindow:     f.MinRateWindow.Duration,
+	}}
+}
+
+// withoutRetries returns client without its retry transport. The copy
+// shares the token cache, the credentials and the connection pool.
+func withoutRetries(client *auth.Client) *auth.Client {
+	c := *client
+	hc := *client.Client
+	if rt, ok := hc.Transport.(*retry.Transport); ok {
+		hc.Transport = rt.Base
+	}
+	c.Client = &hc
+	return &c
 }
 
 // fsOptions turns the configuration into the lazy file system's options.
@@ -186,6 +226,8 @@ func fsOptions(cfg *config.Config, reg prometheus.Registerer, userXattr bool) []
 			QuietPeriod:    cfg.BackgroundFetch.SilencePeriod.Duration,
 			BytesPerSecond: float64(cfg.BackgroundFetch.MaxBytesPerSecond),
 			RetryDelay:     cfg.BackgroundFetch.RetryDelay.Duration,
+			MaxDeferral:    cfg.BackgroundFetch.MaxDeferral.Duration,
+			StepTimeout:    cfg.BackgroundFetch.StepTimeout.Duration,
 		}))
 	}
 	if userXattr {
@@ -222,6 +264,15 @@ func (l lazyFS) Mount(ctx context.Context, mountpoint string, labels map[string]
 func cacheBytes(n int64) int64 {
 	if n <= 0 {
 		return math.MaxInt64
+	}
+	return n
+}
+
+// zeroIsNoBound turns a configured bound, where 0 means none, into a
+// discover option, where 0 means the default and a negative value none.
+func zeroIsNoBound(n int64) int64 {
+	if n == 0 {
+		return -1
 	}
 	return n
 }
@@ -268,7 +319,14 @@ func newAuthClient(cfg *config.Config) (*auth.Client, error) {
 		// remote.NewTransport keeps enough idle connections for
 		// fetch-ahead's parallel range reads (the default keeps two per
 		// host, so every further request would dial again).
-		Client:     &http.Client{Transport: retry.NewTransport(remote.NewTransport())},
+		// The retry transport is for discovery and unpack, which have no
+		// retries of their own; lazy range reads use the client without it
+		// (remoteBlobs). Redirects from HTTPS to plain HTTP are refused for
+		// all: they would send pre-signed URLs and layers in clear text.
+		Client: &http.Client{
+			Transport:     retry.NewTransport(remote.NewTransport()),
+			CheckRedirect: remote.CheckRedirect,
+		},
 		Cache:      auth.NewCache(),
 		Credential: freshCredentials(open),
 		Header:     http.Header{"User-Agent": {"ociseek-snapshotter"}},
