@@ -223,9 +223,9 @@ func New(ctx context.Context, root string, fsys FileSystem, opts ...Opt) (_ *Sna
 	if err != nil {
 		return nil, fmt.Errorf("register snapshotter metrics: %w", err)
 	}
-	ms, err := storage.NewMetaStore(filepath.Join(root, "metadata.db"))
+	ms, err := openMetaStore(ctx, filepath.Join(root, "metadata.db"))
 	if err != nil {
-		return nil, fmt.Errorf("open snapshot metadata in %s: %w", root, err)
+		return nil, err
 	}
 	s := &Snapshotter{
 		root:         root,
