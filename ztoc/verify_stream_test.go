@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -288,5 +289,56 @@ func TestVerifyStreamTar(t *testing.T) {
 	forged.SpanDigests[0] = digest.FromString("x")
 	if err := VerifyStream(context.Background(), bytes.NewReader(raw), forged, nil); !errors.Is(err, ErrSpanDigest) {
 		t.Errorf("forged digest: %v, want ErrSpanDigest", err)
+	}
+}
+
+// TestVerifyStreamFewerCheckpoints drops a checkpoint from an honest zTOC
+// and merges the two spans around it: the zTOC chooses where its
+// checkpoints are, so the stream's extra block boundaries are no mismatch.
+func TestVerifyStreamFewerCheckpoints(t *testing.T) {
+	layer := scriptLayer(t, nil)
+	z := buildRoundTrip(t, layer, 8<<10)
+	const k = 2
+	before, err := z.Span(k - 1)
+	must(t, err)
+	after, err := z.Span(k)
+	must(t, err)
+	z.Gzip.Checkpoints = append(z.Gzip.Checkpoints[:k], z.Gzip.Checkpoints[k+1:]...)
+	z.SpanDigests = append(z.SpanDigests[:k], z.SpanDigests[k+1:]...)
+	z.SpanDigests[k-1] = digest.FromBytes(layer[before.CompressedStart:after.CompressedEnd])
+	z.MaxSpanID--
+	z = roundTrip(t, z)
+	var all bytes.Buffer
+	if err := VerifyStream(context.Background(), bytes.NewReader(layer), z, collectSpans(t, z, &all)); err != nil {
+		t.Fatalf("VerifyStream with merged spans: %v", err)
+	}
+	if want := decompressed(t, layer); !bytes.Equal(all.Bytes(), want[:z.UncompressedArchiveSize]) {
+		t.Errorf("merged spans gave %d bytes that are not the tar stream", all.Len())
+	}
+}
+
+// TestVerifyStreamMemory checks that verifying a 32 MiB layer without
+// onSpan allocates a few MiB in all, not memory in proportion to the layer.
+func TestVerifyStreamMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("generates a 32 MiB layer")
+	}
+	var files []ztoctest.File
+	for i := range 128 {
+		files = append(files, ztoctest.File{Name: fmt.Sprintf("d/f%03d", i), Mode: 0o644, Body: ztoctest.Content(uint64(i), 256<<10)})
+	}
+	layer := ztoctest.Layer(t, files, ztoctest.LayerOptions{Gzip: true})
+	z := buildRoundTrip(t, layer, 0)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	before := ms.TotalAlloc
+	if err := VerifyStream(context.Background(), bytes.NewReader(layer), z, nil); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&ms)
+	got := ms.TotalAlloc - before
+	t.Logf("VerifyStream allocated %d bytes in all for a %d-byte layer", got, len(layer))
+	if got > 4<<20 {
+		t.Errorf("VerifyStream allocated %d bytes for a %d-byte layer, want under 4 MiB", got, len(layer))
 	}
 }
