@@ -62,4 +62,9 @@ var (
 	// ErrZtocBudget reports a layer whose zTOC would take the zTOCs held
 	// for mounted layers over their memory budget.
 	ErrZtocBudget = errors.New("zTOC memory budget exhausted")
+	// ErrIndexNotTrusted reports an image for which only SOCI v1 indices
+	// could be used and the configuration does not trust v1 indices from
+	// its repositories. Errors wrapping it wrap ErrNoIndex too, so callers
+	// that do not tell them apart treat the image as unindexed.
+	ErrIndexNotTrusted = errors.New("SOCI v1 index not trusted")
 )

@@ -38,6 +38,9 @@ const (
 	// ReasonNoZtoc: the image's index has no zTOC for this layer
 	// (index.ErrNoZtoc).
 	ReasonNoZtoc Reason = "no-ztoc"
+	// ReasonV1NotTrusted: the image has no v2 index, and v1 indices are
+	// not trusted for its repository (index.ErrIndexNotTrusted).
+	ReasonV1NotTrusted Reason = "v1-index-not-trusted"
 	// ReasonZtocTooLarge: the layer's zTOC is over a configured bound on
 	// its size, entries or spans (index.ErrZtocTooLarge).
 	ReasonZtocTooLarge Reason = "ztoc-too-large"
@@ -69,6 +72,8 @@ type Decision struct {
 // its own method (serveLazy, serveLocalUnpack, serveOverlay).
 //
 //   - nil → lazy;
+//   - index.ErrIndexNotTrusted → overlay, like an unindexed image (it is
+//     tested first: those errors wrap index.ErrNoIndex too);
 //   - index.ErrNoIndex → overlay: the whole image is unindexed, so containerd
 //     pulls it as usual and no daemon bandwidth is spent;
 //   - index.ErrNoZtoc → local unpack: the image is indexed, only this layer is
@@ -84,6 +89,8 @@ func decide(mountErr error, haveUnpacker bool) Decision {
 	switch {
 	case mountErr == nil:
 		return Decision{OutcomeLazy, ReasonMounted}
+	case errors.Is(mountErr, index.ErrIndexNotTrusted):
+		return Decision{OutcomeOverlay, ReasonV1NotTrusted}
 	case errors.Is(mountErr, index.ErrNoIndex):
 		return Decision{OutcomeOverlay, ReasonNoIndex}
 	case errors.Is(mountErr, index.ErrNoZtoc):

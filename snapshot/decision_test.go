@@ -168,6 +168,7 @@ func TestDecide(t *testing.T) {
 		{fmt.Errorf("layer x: %w", index.ErrNoZtoc), true, Decision{OutcomeLocalUnpack, ReasonNoZtoc}},
 		{fmt.Errorf("layer x: %w", index.ErrNoZtoc), false, Decision{OutcomeOverlay, ReasonNoUnpacker}},
 		{other, true, Decision{OutcomeLocalUnpack, ReasonMountFailed}},
+		{fmt.Errorf("img: %w: %w", index.ErrIndexNotTrusted, index.ErrNoIndex), true, Decision{OutcomeOverlay, ReasonV1NotTrusted}},
 		{fmt.Errorf("find zTOC: %w", index.ErrZtocTooLarge), true, Decision{OutcomeLocalUnpack, ReasonZtocTooLarge}},
 		{fmt.Errorf("find zTOC: %w", index.ErrZtocTooLarge), false, Decision{OutcomeOverlay, ReasonNoUnpacker}},
 		{fmt.Errorf("find zTOC: %w", index.ErrZtocBudget), true, Decision{OutcomeLocalUnpack, ReasonZtocBudget}},
@@ -246,6 +247,18 @@ func TestPrepareOversizedZtocUnpacksLocally(t *testing.T) {
 		t.Fatalf("Prepare = %v, want AlreadyExists", err)
 	}
 	h.wantDecision("layer-1", OutcomeLocalUnpack, ReasonZtocTooLarge)
+}
+
+// TestPrepareUntrustedV1IndexGoesOverlay: an image whose v1 index is not
+// trusted is left to containerd, with its own reason.
+func TestPrepareUntrustedV1IndexGoesOverlay(t *testing.T) {
+	err := fmt.Errorf("%w: %w", index.ErrIndexNotTrusted, index.ErrNoIndex)
+	h := newHarness(t, t.TempDir(), newBindFS(t, err), WithUnpacker(dirUnpacker{}))
+	key, err := h.unpackPrepare("layer-1", "")
+	if err != nil {
+		t.Fatalf("Prepare = %v, want mounts", err)
+	}
+	h.wantDecision(key, OutcomeOverlay, ReasonV1NotTrusted)
 }
 
 func TestPrepareMountErrorUnpacksLocally(t *testing.T) {

@@ -55,7 +55,7 @@ func TestWhyCoversEveryReason(t *testing.T) {
 	reasons := []snapshot.Reason{
 		snapshot.ReasonMounted, snapshot.ReasonLazyDisabled, snapshot.ReasonNoIndex,
 		snapshot.ReasonNoZtoc, snapshot.ReasonBelowMinSize, snapshot.ReasonMountFailed,
-		snapshot.ReasonNoUnpacker, snapshot.ReasonUnpackFailed,
+		snapshot.ReasonNoUnpacker, snapshot.ReasonUnpackFailed, snapshot.ReasonV1NotTrusted,
 		snapshot.ReasonZtocTooLarge, snapshot.ReasonZtocBudget,
 	}
 	outcomes := []snapshot.Outcome{snapshot.OutcomeLazy, snapshot.OutcomeLocalUnpack, snapshot.OutcomeOverlay}

@@ -42,6 +42,15 @@
 // Cancellation is never cached. Concurrent lookups of one key share a
 // single registry round.
 //
+// Trust: a v1 index is attached to an image by anyone who may push to its
+// repository (a referrer, or the sha256-<hex> tag), and its zTOCs say which
+// files the layer holds, where and with which modes; nothing ties them to
+// the image's digest. Options.V1Repos restricts v1 indices to repositories
+// the operator trusts; Find then fails with index.ErrIndexNotTrusted for
+// other images that have no v2 index. A v2 index is named by the image
+// manifest itself, and an explicit digest by the caller, so both are
+// always used.
+//
 // Hazards: everything read from a registry is bounded (manifests and
 // indices to index.MaxSize, zTOCs to Options.MaxZtocSize) and verified
 // against its digest before it is decoded. A zTOC is then held for its
@@ -119,6 +128,13 @@ type Options struct {
 	DisableV1 bool
 	// DisableV2 skips the image manifest annotation.
 	DisableV2 bool
+	// V1Repos, when not empty, restricts v1 indices to those found in
+	// repositories named by one of its entries: "host" (the whole
+	// registry), "host/path" (that repository and those under it). A v1
+	// index can be attached to an image by anyone who may push to its
+	// repository, whereas a v2 index is bound by the image manifest's own
+	// digest, so v2 indices and explicit index digests are not restricted.
+	V1Repos []string
 	// MaxZtocSize bounds the size of a zTOC blob, checked from the index's
 	// descriptor before the download and enforced on the read
 	// (DefaultMaxZtocSize when zero, never above ztoc.MaxSize; negative:
@@ -260,7 +276,11 @@ func (d *Discoverer) find(ctx context.Context, t target, manifest, explicitIndex
 		v2Err = err // a dangling or bad v2 binding: v1 indices may still exist
 	}
 	if !d.opts.DisableV1 {
-		found, err := d.listV1(ctx, t, manifest, false)
+		repos := d.v1Repos(t)
+		if len(repos) == 0 {
+			return nil, notTrusted(t, manifest, v2Err)
+		}
+		found, err := d.listV1(ctx, t, repos, manifest, false)
 		if err != nil {
 			return nil, err
 		}
@@ -298,7 +318,7 @@ func (d *Discoverer) List(ctx context.Context, imageRef string, manifest digest.
 		}
 	}
 	if !d.opts.DisableV1 {
-		v1, err := d.listV1(ctx, t, manifest, true)
+		v1, err := d.listV1(ctx, t, t.searchRepos(), manifest, true)
 		if err != nil {
 			return nil, err
 		}

@@ -55,6 +55,13 @@ func (rec *recorder) requested(s string) bool {
 	return false
 }
 
+// since returns the paths requested after the first n.
+func (rec *recorder) since(n int) []string {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return append([]string(nil), rec.paths[n:]...)
+}
+
 func (rec *recorder) count() int {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()

@@ -53,12 +53,12 @@ func (d *Discoverer) findV2(ctx context.Context, t target, manifest digest.Diges
 	return d.fetchIndexAnywhere(ctx, t, ocispec.Descriptor{Digest: dg}, MethodV2Annotation)
 }
 
-// listV1 lists the v1 indices of manifest in every repository of t, in the
-// order Find prefers them. With all, the fallback tag is read even where the
-// referrers API answered with indices.
-func (d *Discoverer) listV1(ctx context.Context, t target, manifest digest.Digest, all bool) ([]Found, error) {
+// listV1 lists the v1 indices of manifest in repos (some or all of t's),
+// in the order Find prefers them. With all, the fallback tag is read even
+// where the referrers API answered with indices.
+func (d *Discoverer) listV1(ctx context.Context, t target, repos []string, manifest digest.Digest, all bool) ([]Found, error) {
 	var found []Found
-	for _, name := range t.searchRepos() {
+	for _, name := range repos {
 		f, err := d.listRepo(ctx, name, manifest, all)
 		if err != nil {
 			return nil, err
