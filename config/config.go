@@ -89,15 +89,22 @@ type BackgroundFetch struct {
 	SilencePeriod     Duration `toml:"silence_period" comment:"Background fetching waits until no file of a lazy layer has been read for this long, so that container start-up reads come first."`
 	MaxBytesPerSecond int64    `toml:"max_bytes_per_second" comment:"Bound on the background fetch rate, in compressed bytes per second. 0: no bound."`
 	RetryDelay        Duration `toml:"retry_delay" comment:"Wait before retrying a layer whose background fetch failed (registry unreachable)."`
+	MaxDeferral       Duration `toml:"max_deferral" comment:"Longest a mounted layer's completion and verification waits for the node to be quiet; after that it proceeds at up to half duty while reads go on, so every layer is verified even on a busy node."`
+	StepTimeout       Duration `toml:"step_timeout" comment:"Bound on one background step (one chunk of a layer fetched and verified); a step that takes longer is retried after retry_delay."`
 }
 
 // Discovery configures index discovery.
 type Discovery struct {
 	V2                bool              `toml:"v2" comment:"Use SOCI v2 indices, bound by annotation on the image manifest (tried first)."`
 	V1                bool              `toml:"v1" comment:"Use SOCI v1 indices, found through the referrers API or the sha256-<digest> tag."`
+	V1Trusted         []string          `toml:"v1_trusted_repositories" comment:"Use v1 indices only from these repositories: \"host\" (a whole registry) or \"host/path\" (that repository and those under it), matched against the image's repository and its index_repositories entry. Anyone who can push to a repository can attach a v1 index to its images and so choose what their layers appear to contain; a v2 index is bound by the image manifest's digest and is always used. Empty: v1 indices from any repository."`
 	IndexRepositories map[string]string `toml:"index_repositories" comment:"Where to look for the indices of an image repository, e.g. \"registry.example/app\" = \"registry.example/app-soci\"."`
 	CacheTTL          Duration          `toml:"cache_ttl" comment:"How long a found index is remembered per image."`
 	NegativeCacheTTL  Duration          `toml:"negative_cache_ttl" comment:"How long \"this image has no index\" is remembered."`
+	MaxZtocBytes      int64             `toml:"max_ztoc_bytes" comment:"Largest zTOC accepted, in bytes (checked before it is downloaded). A zTOC stays in memory while its layer is mounted; a layer whose zTOC is over this or the next two bounds is unpacked by the daemon instead (reason ztoc-too-large). 0: no bound but the format's 1 GiB."`
+	MaxZtocEntries    int64             `toml:"max_ztoc_entries" comment:"Most files (tar entries) a zTOC may list; each costs about 110 bytes of memory while mounted. 0: no bound."`
+	MaxZtocSpans      int64             `toml:"max_ztoc_spans" comment:"Most spans a zTOC may have. 0: no bound."`
+	ZtocMemoryBudget  int64             `toml:"ztoc_memory_budget" comment:"Estimated bytes of memory the zTOCs of all mounted layers may take together; a layer that would go over is unpacked by the daemon instead (reason ztoc-memory-budget). An unmounted layer's share is returned after Go's next garbage collection. 0: no budget."`
 }
 
 // Registry configures registry access.

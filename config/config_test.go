@@ -83,6 +83,11 @@ func TestParseErrors(t *testing.T) {
 		"removed fetch key": {"[background_fetch]\nmax_queue = 3\n", "background_fetch.max_queue: removed"},
 		"no discovery":      {"[discovery]\nv1 = false\nv2 = false\n", "snapshotter.lazy = false"},
 		"verify mode":       {"[fetch]\nverify = \"lazy\"\n", "fetch.verify"},
+		"trusted with tag":  {"[discovery]\nv1_trusted_repositories = [\"reg.example/app:1\"]\n", "discovery.v1_trusted_repositories"},
+		"trusted url":       {"[discovery]\nv1_trusted_repositories = [\"https://reg.example\"]\n", "discovery.v1_trusted_repositories"},
+		"trusted empty":     {"[discovery]\nv1_trusted_repositories = [\"\"]\n", "discovery.v1_trusted_repositories"},
+		"negative budget":   {"[discovery]\nztoc_memory_budget = -1\n", "discovery.ztoc_memory_budget"},
+		"negative entries":  {"[discovery]\nmax_ztoc_entries = -1\n", "discovery.max_ztoc_entries"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -91,6 +96,30 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("Parse = %v, want error mentioning %q", err, c.want)
 			}
 		})
+	}
+}
+
+// TestDiscoveryTrustAndBounds: the v1 trust list and the zTOC bounds are
+// read as written, and the defaults bound zTOCs and trust every
+// repository, as before these keys existed.
+func TestDiscoveryTrustAndBounds(t *testing.T) {
+	d := Default().Discovery
+	if len(d.V1Trusted) != 0 || d.MaxZtocBytes != 64<<20 || d.MaxZtocEntries != 500_000 || d.MaxZtocSpans != 16_384 || d.ZtocMemoryBudget != 1<<30 {
+		t.Errorf("discovery defaults = %+v", d)
+	}
+	cfg, err := Parse(strings.NewReader(`
+[discovery]
+v1_trusted_repositories = ["reg.example/team/", "mirror.example:5000", "reg.example/ops/..."]
+max_ztoc_bytes = 0
+ztoc_memory_budget = 268435456
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cfg.Discovery
+	if !reflect.DeepEqual(got.V1Trusted, []string{"reg.example/team/", "mirror.example:5000", "reg.example/ops/..."}) ||
+		got.MaxZtocBytes != 0 || got.ZtocMemoryBudget != 256<<20 || got.MaxZtocEntries != 500_000 {
+		t.Errorf("discovery = %+v", got)
 	}
 }
 

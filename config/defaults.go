@@ -43,13 +43,23 @@ func Default() *Config {
 			Enable:        true,
 			SilencePeriod: Dur(30 * time.Second),
 			RetryDelay:    Dur(2 * time.Second),
+			MaxDeferral:   Dur(30 * time.Second),
+			StepTimeout:   Dur(2 * time.Minute),
 		},
 		Discovery: Discovery{
 			V2:                true,
 			V1:                true,
+			V1Trusted:         []string{},
 			IndexRepositories: map[string]string{},
 			CacheTTL:          Dur(10 * time.Minute),
 			NegativeCacheTTL:  Dur(time.Minute),
+			// The reasons for these figures are in index/discover
+			// (limits.go): far above real layers' zTOCs, far below what
+			// would hurt a node.
+			MaxZtocBytes:     64 << 20,
+			MaxZtocEntries:   500_000,
+			MaxZtocSpans:     16_384,
+			ZtocMemoryBudget: 1 << 30,
 		},
 		Registry: Registry{
 			PlainHTTP: []string{},

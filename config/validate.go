@@ -38,6 +38,8 @@ func (c *Config) Validate() error {
 		{"fetch.max_retry_after", c.Fetch.MaxRetryAfter, true},
 		{"background_fetch.silence_period", c.BackgroundFetch.SilencePeriod, false},
 		{"background_fetch.retry_delay", c.BackgroundFetch.RetryDelay, true},
+		{"background_fetch.max_deferral", c.BackgroundFetch.MaxDeferral, true},
+		{"background_fetch.step_timeout", c.BackgroundFetch.StepTimeout, true},
 		{"discovery.cache_ttl", c.Discovery.CacheTTL, false},
 		{"discovery.negative_cache_ttl", c.Discovery.NegativeCacheTTL, false},
 	} {
@@ -60,6 +62,10 @@ func (c *Config) Validate() error {
 		{"fetch.max_retries", int64(c.Fetch.MaxRetries)},
 		{"cache.max_bytes", c.Cache.MaxBytes},
 		{"background_fetch.max_bytes_per_second", c.BackgroundFetch.MaxBytesPerSecond},
+		{"discovery.max_ztoc_bytes", c.Discovery.MaxZtocBytes},
+		{"discovery.max_ztoc_entries", c.Discovery.MaxZtocEntries},
+		{"discovery.max_ztoc_spans", c.Discovery.MaxZtocSpans},
+		{"discovery.ztoc_memory_budget", c.Discovery.ZtocMemoryBudget},
 	} {
 		if kv.n < 0 {
 			bad(kv.key, "must not be negative, got %d", kv.n)
@@ -82,6 +88,11 @@ func (c *Config) Validate() error {
 			bad("discovery.index_repositories", "entries are host/repository = host/repository, got %q = %q", src, dst)
 		}
 	}
+	for _, r := range c.Discovery.V1Trusted {
+		if !validRepoPrefix(r) {
+			bad("discovery.v1_trusted_repositories", "entries are host or host/repository, got %q", r)
+		}
+	}
 	for _, h := range c.Registry.PlainHTTP {
 		if h == "" || strings.ContainsAny(h, "/ ") {
 			bad("registry.plain_http", "entries are host or host:port, got %q", h)
@@ -93,6 +104,13 @@ func (c *Config) Validate() error {
 		bad("metrics.network", "must be tcp or unix, got %q", c.Metrics.Network)
 	}
 	return errors.Join(errs...)
+}
+
+// validRepoPrefix accepts host or host/path, with no scheme, whitespace,
+// tag or digest; a trailing "/" or "/..." is allowed.
+func validRepoPrefix(s string) bool {
+	host, path, _ := strings.Cut(strings.TrimSuffix(strings.TrimSuffix(s, "..."), "/"), "/")
+	return host != "" && !strings.Contains(path, ":") && !strings.Contains(s, "://") && !strings.ContainsAny(s, " \t@")
 }
 
 // validRepo accepts host/path with a non-empty host and path and no
