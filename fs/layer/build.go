@@ -48,6 +48,12 @@ type meta struct {
 	linkname   string             // symlink target
 	entry      *ztoc.FileMetadata // regular files: where the bytes are
 
+	// checks are the entries whose tar headers vouch for what this node
+	// shows that changes what a container may do (its type, mode, owner,
+	// device number, link target, whiteout or opaque marker); they are
+	// verified before the node is exposed (gate.go).
+	checks []*ztoc.FileMetadata
+
 	// Directories only.
 	children  map[string]*meta
 	whiteouts map[string]*ztoc.FileMetadata // ".wh.NAME" entries by NAME
@@ -164,6 +170,7 @@ func addWhiteout(dir *meta, base string, e *ztoc.FileMetadata) error {
 	switch {
 	case base == whiteoutOpaque:
 		dir.opaque = true
+		dir.checks = append(dir.checks, e)
 	case strings.HasPrefix(base, whiteoutMeta):
 		// Other aufs metadata (.wh..wh.plnk, .wh..wh.aufs): hidden.
 	default:
@@ -192,7 +199,14 @@ func (t *tree) nodeFor(prev *meta, e *ztoc.FileMetadata) (*meta, error) {
 			m = newDir()
 		}
 	case ztoc.TypeHardlink:
-		return t.hardlinkTarget(e.Linkname)
+		m, err := t.hardlinkTarget(e.Linkname)
+		if err != nil {
+			return nil, err
+		}
+		// The link's own header says which file it names: opening it
+		// checks only the target's header.
+		m.checks = append(m.checks, e)
+		return m, nil
 	case ztoc.TypeReg:
 		if e.UncompressedSize < 0 || e.UncompressedOffset < 0 ||
 			e.UncompressedOffset > (1<<63-1)-e.UncompressedSize {
@@ -261,6 +275,9 @@ func (t *tree) hardlinkTarget(linkname string) (*meta, error) {
 // setAttrs copies an entry's owner, permissions, time and xattrs onto m.
 func setAttrs(m *meta, e *ztoc.FileMetadata) error {
 	m.mode = m.mode&syscall.S_IFMT | uint32(e.Mode)&0o7777
+	if privileged(m, e) {
+		m.checks = append(m.checks, e)
+	}
 	m.uid, m.gid = e.UID, e.GID
 	m.mtime = e.ModTime
 	if m.mtime.IsZero() {
@@ -363,7 +380,7 @@ func addWhiteoutNodes(dir *meta) {
 		if _, real := dir.children[name]; real {
 			continue
 		}
-		m := &meta{mode: syscall.S_IFCHR, uid: e.UID, gid: e.GID, mtime: e.ModTime}
+		m := &meta{mode: syscall.S_IFCHR, uid: e.UID, gid: e.GID, mtime: e.ModTime, checks: []*ztoc.FileMetadata{e}}
 		if m.mtime.IsZero() {
 			m.mtime = time.Unix(0, 0)
 		}
@@ -379,4 +396,20 @@ func sortedNames(dir *meta) []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// privileged reports whether entry e, applied to m, shows something that
+// changes what a container may do, so that its header must be verified
+// before the node is exposed: every kind but a plain regular file (a
+// directory's mode and owner, a symlink's target, a device number), and a
+// regular file with setuid or setgid bits or file capabilities.
+func privileged(m *meta, e *ztoc.FileMetadata) bool {
+	if m.mode&syscall.S_IFMT != syscall.S_IFREG {
+		return true
+	}
+	if e.Mode&0o6000 != 0 {
+		return true
+	}
+	_, caps := e.Xattrs()[capabilityXattr]
+	return caps
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"syscall"
 
+	"github.com/containerd/log"
+
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
@@ -25,6 +27,9 @@ type attrNode struct {
 	m *meta
 	// userXattr: opaque directories also answer user.overlay.opaque.
 	userXattr bool
+	// gate holds privileged metadata back until it is verified (gate.go).
+	gate metaGate
+	log  *log.Entry
 }
 
 var (
@@ -35,6 +40,9 @@ var (
 
 // Getattr reports the entry's attributes from the TOC.
 func (n *attrNode) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if errno := n.gate.open(ctx, n); errno != fusefs.OK {
+		return errno
+	}
 	fillAttr(n.m, &out.Attr)
 	return fusefs.OK
 }
@@ -69,6 +77,9 @@ func (n *attrNode) xattr(name string) ([]byte, bool) {
 // Getxattr answers one extended attribute; ERANGE with the size when dest is
 // too small, as getxattr(2) does.
 func (n *attrNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if errno := n.gate.open(ctx, n); errno != fusefs.OK {
+		return 0, errno
+	}
 	v, ok := n.xattr(attr)
 	if !ok {
 		return 0, syscall.ENODATA
@@ -81,6 +92,9 @@ func (n *attrNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint
 
 // Listxattr lists the names NUL-terminated, as listxattr(2) does.
 func (n *attrNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	if errno := n.gate.open(ctx, n); errno != fusefs.OK {
+		return 0, errno
+	}
 	var list []byte
 	if n.m.opaque {
 		list = append(list, opaqueXattrTrusted+"\x00"...)
@@ -135,6 +149,9 @@ var _ = (fusefs.NodeReadlinker)((*symlinkNode)(nil))
 
 // Readlink returns the target as stored in the tar.
 func (n *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	if errno := n.gate.open(ctx, &n.attrNode); errno != fusefs.OK {
+		return nil, errno
+	}
 	return []byte(n.m.linkname), fusefs.OK
 }
 

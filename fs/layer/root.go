@@ -15,6 +15,8 @@ var _ = (fusefs.NodeOnAdder)((*Root)(nil))
 // inodes and never race with each other; hardlinked names share one Inode.
 func (r *Root) OnAdd(ctx context.Context) {
 	r.dirNode.userXattr = r.opts.UserXattr
+	r.dirNode.gate.v, _ = r.reader.(Verifier)
+	r.dirNode.log = r.opts.Logger
 	made := make(map[*meta]*fusefs.Inode)
 	r.addChildren(ctx, &r.dirNode, r.tree.root, made)
 }
@@ -43,15 +45,21 @@ func (r *Root) addChildren(ctx context.Context, dn *dirNode, dir *meta, made map
 
 // nodeOps returns the node type serving m's kind.
 func (r *Root) nodeOps(m *meta) fusefs.InodeEmbedder {
-	ux := r.opts.UserXattr
 	switch m.mode & syscall.S_IFMT {
 	case syscall.S_IFDIR:
-		return &dirNode{attrNode: attrNode{m: m, userXattr: ux}}
+		return &dirNode{attrNode: r.attrNode(m)}
 	case syscall.S_IFREG:
-		return &fileNode{attrNode: attrNode{m: m, userXattr: ux}, r: r.reader, log: r.opts.Logger}
+		return &fileNode{attrNode: r.attrNode(m), r: r.reader, log: r.opts.Logger}
 	case syscall.S_IFLNK:
-		return &symlinkNode{attrNode: attrNode{m: m, userXattr: ux}}
+		return &symlinkNode{attrNode: r.attrNode(m)}
 	default:
-		return &specialNode{attrNode: attrNode{m: m, userXattr: ux}}
+		return &specialNode{attrNode: r.attrNode(m)}
 	}
+}
+
+// attrNode returns the attribute part of m's node, its gate verifying
+// through the Reader when it can.
+func (r *Root) attrNode(m *meta) attrNode {
+	v, _ := r.reader.(Verifier)
+	return attrNode{m: m, userXattr: r.opts.UserXattr, gate: metaGate{v: v}, log: r.opts.Logger}
 }
