@@ -19,7 +19,12 @@
 //     503 asks in Retry-After (capped at MaxRetryAfter).
 //   - Each attempt has limits: RequestTimeout, and a minimum transfer rate
 //     (MinRate over each RateWindow, headers included), so a stalled or
-//     trickling server costs one attempt of bounded length.
+//     trickling server costs one attempt of bounded length. A failing read
+//     of S bytes therefore ends within (1 + MaxRetries) attempts of at most
+//     min(RequestTimeout, RateWindow × (1 + S / (MinRate × RateWindow)))
+//     each, plus MaxRetries waits of at most max(1.25 × MaxBackoff,
+//     MaxRetryAfter). Open's probe (one byte) must be answered within one
+//     RateWindow per attempt.
 //   - Redirects from HTTPS to plain HTTP are refused, and no error carries a
 //     URL's query string (pre-signed URLs are credentials).
 //   - The caller's context reaches every HTTP request, so an interrupted

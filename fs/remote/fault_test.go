@@ -73,15 +73,20 @@ func (p *faultProxy) set(f fault) {
 
 func (p *faultProxy) host() string { return strings.TrimPrefix(p.srv.URL, "http://") }
 
-// open opens the blob through the proxy (the probe is not faulted).
+// open opens the blob through the proxy (the probe is not faulted). The
+// probe gets a generous rate window, so that a loaded machine cannot fail
+// it; opts' limits apply to the reads.
 func (p *faultProxy) open(t *testing.T, opts Options) *Blob {
 	t.Helper()
 	p.set(nil)
 	opts.PlainHTTP = true
-	b, err := Open(context.Background(), p.srv.Client(), p.host()+"/repo", digest.FromBytes(p.data), opts)
+	probeOpts := opts
+	probeOpts.RateWindow = 5 * time.Second
+	b, err := Open(context.Background(), p.srv.Client(), p.host()+"/repo", digest.FromBytes(p.data), probeOpts)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
+	b.opts.RateWindow = opts.RateWindow
 	return b
 }
 
@@ -164,7 +169,9 @@ func firstN(n int64, f fault) fault {
 }
 
 // faultOpts are small limits, so that failures come fast; the bounds
-// asserted are generous multiples of them.
+// asserted are generous multiples of them. Tests whose reads must succeed
+// widen the window (okWindow), so that a pause of a loaded machine cannot
+// pass for a stall.
 func faultOpts(maxRetries int) Options {
 	if maxRetries == 0 {
 		maxRetries = -1 // Options' zero is "default"
@@ -172,6 +179,8 @@ func faultOpts(maxRetries int) Options {
 	return Options{MaxRetries: maxRetries, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
 		RequestTimeout: 5 * time.Second, MinRate: 64 << 10, RateWindow: 200 * time.Millisecond}
 }
+
+const okWindow = time.Second
 
 // readAll reads [start, end) and checks that whatever arrived, error or
 // not, is the blob's bytes: no fault may yield corrupt data.
@@ -249,7 +258,9 @@ func TestFaultsRecovered(t *testing.T) {
 		"trickle":        trickle,
 	} {
 		t.Run(name, func(t *testing.T) {
-			b := p.open(t, faultOpts(1))
+			opts := faultOpts(1)
+			opts.RateWindow = okWindow
+			b := p.open(t, opts)
 			p.set(firstN(1, f))
 			if _, err := readAll(t, context.Background(), b, data, 10, 250_010); err != nil {
 				t.Fatalf("read: %v", err)
@@ -280,7 +291,7 @@ func TestRetryAfter(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			opts := faultOpts(1)
-			opts.MaxRetryAfter = c.cap
+			opts.MaxRetryAfter, opts.RateWindow = c.cap, okWindow
 			b := p.open(t, opts)
 			if c.retryAfter == "date+2s" {
 				// At least a second ahead once truncated to the second.

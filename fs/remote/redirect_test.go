@@ -46,6 +46,7 @@ func TestHTTPSToHTTPRedirectRefused(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			p.set(nil)
 			opts := faultOpts(3)
+			opts.RateWindow = okWindow
 			_, err := Open(context.Background(), client, host+"/repo", digest.FromBytes(data), opts)
 			if !errors.Is(err, ErrInsecureRedirect) {
 				t.Fatalf("Open: %v, want ErrInsecureRedirect", err)
@@ -103,15 +104,17 @@ func TestSignedQueryNotInErrors(t *testing.T) {
 	host := strings.TrimPrefix(reg.URL, "https://")
 	// One client trusting both test certificates (they share the CA).
 	client := reg.Client()
+	opts := faultOpts(1)
+	opts.RateWindow = okWindow // the good probe must not pass for a stall
 	for _, m := range []string{"403", "reset", "stall"} {
 		t.Run(m, func(t *testing.T) {
 			// Failing in the probe (nothing cached yet).
 			mode.Store(m)
-			_, err := Open(context.Background(), client, host+"/repo", digest.FromBytes(data), faultOpts(1))
+			_, err := Open(context.Background(), client, host+"/repo", digest.FromBytes(data), opts)
 			checkRedacted(t, "open", err)
 			// Failing a read after the signed URL was cached.
 			mode.Store("ok")
-			b, err := Open(context.Background(), client, host+"/repo", digest.FromBytes(data), faultOpts(1))
+			b, err := Open(context.Background(), client, host+"/repo", digest.FromBytes(data), opts)
 			if err != nil {
 				t.Fatalf("Open: %v", err)
 			}

@@ -7,8 +7,9 @@ import (
 )
 
 // NewTransport returns an HTTP transport suited to lazy loading's range
-// reads, for the client handed to Open (wrapped by oras' auth.Client, and
-// its retry transport if wanted).
+// reads, for the client handed to Open (wrapped by oras' auth.Client, but
+// not by a retrying transport: Blob retries by itself, and a second layer
+// multiplies the requests).
 //
 // Why not http.DefaultTransport: it keeps only two idle connections per
 // host, while fetch-ahead keeps several spans in flight per layer and all
