@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"runtime"
@@ -271,5 +272,47 @@ func TestZtocBudget(t *testing.T) {
 	}
 	if rec.requested("/blobs/" + ztocs[0].Digest.String()) {
 		t.Fatal("a zTOC bigger than the whole budget was downloaded")
+	}
+}
+
+// TestHeldSizeEstimate: the budget's estimate of a decoded zTOC is close
+// to the heap it really keeps (live heap after a collection, plus the
+// blob), with and without a PAX record per entry.
+func TestHeldSizeEstimate(t *testing.T) {
+	for _, pax := range []bool{false, true} {
+		opts := ztoctest.LayerOptions{Gzip: true, ModTime: time.Date(2024, 3, 4, 5, 6, 7, 0, time.UTC)}
+		if pax {
+			opts.ModTime = time.Time{} // ztoctest's default has nanoseconds: a PAX mtime record
+		}
+		files := make([]ztoctest.File, 5000)
+		for i := range files {
+			files[i] = ztoctest.File{Name: fmt.Sprintf("usr/lib/python3/site-packages/pkg%04d/module_%06d.py", i/100, i), Mode: 0o644, Body: ztoctest.Content(uint64(i), 100)}
+		}
+		l := ztoctest.Layer(t, files, opts)
+		built, err := ztoc.Build(ctxT(t), bytes.NewReader(l), ztoc.BuildOptions{SpanSize: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := ztoc.Marshal(built)
+		if err != nil {
+			t.Fatal(err)
+		}
+		built = nil
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		z, err := ztoc.Unmarshal(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		live := int64(after.HeapAlloc) - int64(before.HeapAlloc) + int64(len(raw))
+		est := heldSize(z, raw)
+		t.Logf("pax %v: %d entries, zTOC %d B, live %d B, estimate %d B", pax, len(z.TOC), len(raw), live, est)
+		if est < live*9/10 || est > live*3/2 {
+			t.Errorf("pax %v: estimate %d B for %d B live", pax, est, live)
+		}
+		runtime.KeepAlive(z)
 	}
 }
