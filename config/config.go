@@ -104,7 +104,7 @@ type Discovery struct {
 	MaxZtocBytes      int64             `toml:"max_ztoc_bytes" comment:"Largest zTOC accepted, in bytes (checked before it is downloaded). A zTOC stays in memory while its layer is mounted; a layer whose zTOC is over this or the next two bounds is unpacked by the daemon instead (reason ztoc-too-large). 0: no bound but the format's 1 GiB."`
 	MaxZtocEntries    int64             `toml:"max_ztoc_entries" comment:"Most files (tar entries) a zTOC may list; each costs about 250 bytes of memory (600 with a PAX record) while mounted. 0: no bound."`
 	MaxZtocSpans      int64             `toml:"max_ztoc_spans" comment:"Most spans a zTOC may have. 0: no bound."`
-	ZtocMemoryBudget  int64             `toml:"ztoc_memory_budget" comment:"Estimated bytes of memory the zTOCs of all mounted layers may take together; a layer that would go over is unpacked by the daemon instead (reason ztoc-memory-budget). An unmounted layer's share is returned after Go's next garbage collection. 0: no budget."`
+	ZtocMemoryBudget  int64             `toml:"ztoc_memory_budget" comment:"Estimated bytes of memory the zTOCs of all mounted layers may take together; a layer that would go over is unpacked by the daemon instead (reason ztoc-memory-budget). An unmounted layer's share is returned at Go's next garbage collection, which is forced (at most once a second) when a layer does not fit. 0: no budget."`
 }
 
 // Registry configures registry access.

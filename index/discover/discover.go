@@ -189,7 +189,7 @@ func New(opts Options) *Discoverer {
 	return &Discoverer{
 		opts:   opts,
 		limits: newLimits(opts),
-		budget: &budget{limit: opts.ZtocBudget},
+		budget: newBudget(opts.ZtocBudget),
 		repos:  newRepoCache(opts.NewRepository),
 		cache:  newResultCache(),
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/opencontainers/go-digest"
@@ -116,37 +117,81 @@ func heldSize(z *ztoc.Ztoc, raw []byte) int64 {
 // budget counts the estimated memory of the zTOCs handed out by LayerZtoc
 // and still referenced. Nothing tells a Discoverer when a layer is
 // unmounted, so a zTOC's share is returned by a runtime cleanup once the
-// zTOC is garbage: after the unmount, by the next collection.
+// zTOC is garbage. Collections are left to the runtime, except when a zTOC
+// does not fit: then one is forced (at most once per reclaimEvery), so that
+// layers unmounted since the last collection do not keep new ones out.
 type budget struct {
-	limit int64 // negative: no bound
+	limit        int64 // negative: no bound
+	reclaimEvery time.Duration
 
-	mu   sync.Mutex // guards used
-	used int64
+	mu          sync.Mutex // guards used and lastReclaim
+	used        int64
+	lastReclaim time.Time
+}
+
+// defaultReclaimEvery bounds forced collections: each costs a few
+// milliseconds of CPU on a daemon's heap, and a burst of refused layers
+// must not become a burst of collections.
+const defaultReclaimEvery = time.Second
+
+// reclaimWait is how long after a forced collection the cleanups it queued
+// are given to return their shares.
+const reclaimWait = 20 * time.Millisecond
+
+func newBudget(limit int64) *budget {
+	return &budget{limit: limit, reclaimEvery: defaultReclaimEvery}
 }
 
 // fits reports, before a fetch, whether n more bytes could fit.
 func (b *budget) fits(n int64) bool {
-	if b.limit < 0 {
-		return true
-	}
+	return b.try(n, false) || b.reclaim() && b.try(n, false)
+}
+
+// try reports whether n more bytes fit and, with charge, charges them.
+func (b *budget) try(n int64, charge bool) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.used+n <= b.limit
+	if b.limit >= 0 && b.used+n > b.limit {
+		return false
+	}
+	if charge {
+		b.used += n
+	}
+	return true
+}
+
+// reclaim forces a collection, unless one was forced less than
+// reclaimEvery ago, and gives its cleanups a moment to run. It reports
+// whether it collected.
+func (b *budget) reclaim() bool {
+	b.mu.Lock()
+	now := time.Now()
+	if !b.lastReclaim.IsZero() && now.Sub(b.lastReclaim) < b.reclaimEvery {
+		b.mu.Unlock()
+		return false
+	}
+	b.lastReclaim = now
+	before := b.used
+	b.mu.Unlock()
+	runtime.GC()
+	// Cleanups run on their own goroutine after the collection; there is
+	// no way to wait for them, so poll briefly for the count to drop.
+	for deadline := time.Now().Add(reclaimWait); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if b.inUse() < before {
+			break
+		}
+	}
+	return true
 }
 
 // hold charges z's estimated size against the budget, or refuses it, and
 // arranges for the charge to be returned when z is collected.
 func (b *budget) hold(desc digest.Digest, z *ztoc.Ztoc, raw []byte) error {
 	n := heldSize(z, raw)
-	b.mu.Lock()
-	if b.limit >= 0 && b.used+n > b.limit {
-		used := b.used
-		b.mu.Unlock()
+	if !b.try(n, true) && !(b.reclaim() && b.try(n, true)) {
 		return fmt.Errorf("zTOC %s: about %d bytes with %d of the %d byte budget of mounted zTOCs in use: %w",
-			desc, n, used, b.limit, index.ErrZtocBudget)
+			desc, n, b.inUse(), b.limit, index.ErrZtocBudget)
 	}
-	b.used += n
-	b.mu.Unlock()
 	runtime.AddCleanup(z, b.release, n)
 	return nil
 }
