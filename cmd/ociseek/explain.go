@@ -136,7 +136,7 @@ func why(path, reason string) string {
 		}
 		return "the index has no zTOC for this layer (too small?)"
 	case snapshot.ReasonV1NotTrusted:
-		return "only a SOCI v1 index could be used, and the daemon does not trust v1 indices from this repository ([discovery] v1_trusted_repositories)"
+		return "no SOCI v2 index, and v1 indices are not trusted for this repository ([discovery] v1_trusted_repositories): pulled by containerd"
 	case snapshot.ReasonZtocTooLarge, snapshot.ReasonZtocBudget:
 		what := "the layer's zTOC is over the daemon's bounds ([discovery] max_ztoc_*)"
 		if reason == string(snapshot.ReasonZtocBudget) {
