@@ -155,7 +155,12 @@ func (m *Manager) fetchSpan(ctx context.Context, id ztoc.SpanID, reason string) 
 // waitSpan returns a reference to the flight's buffer for span id once
 // data[:need] may be served (see flight.ready); the caller releases it.
 func (m *Manager) waitSpan(ctx context.Context, id ztoc.SpanID, need int64, unverified bool, reason string) (*spanBuf, error) {
-	f := m.joinFlight(id, reason, need)
+	return m.waitFlight(ctx, m.joinFlight(id, reason, need), need, unverified)
+}
+
+// waitFlight waits on f, which the caller joined, as waitSpan does, and
+// leaves it.
+func (m *Manager) waitFlight(ctx context.Context, f *flight, need int64, unverified bool) (*spanBuf, error) {
 	answer := func(buf *spanBuf, early bool, err error) (*spanBuf, error) {
 		m.leaveFlight(f, false)
 		if early {
@@ -176,7 +181,7 @@ func (m *Manager) waitSpan(ctx context.Context, id ztoc.SpanID, need int64, unve
 		case <-ch:
 		case <-ctx.Done():
 			m.leaveFlight(f, true)
-			return nil, fmt.Errorf("span %d: %w", id, context.Cause(ctx))
+			return nil, fmt.Errorf("span %d: %w", f.span.ID, context.Cause(ctx))
 		}
 	}
 }
@@ -189,6 +194,54 @@ func (m *Manager) joinFlight(id ztoc.SpanID, reason string, need int64) *flight 
 	f := m.startFlightLocked(id, reason, max(need, 0), false)
 	f.waiters++
 	return f
+}
+
+// joinDemand is joinFlight for a demand read of data[:need], except that it
+// returns no flight, only the state, when span id failed, or is verified
+// (the cache holds it) and the caller did not find it missing there
+// (refetch). The state is looked at in the same hold of m.mu as the flight
+// is joined: looked at apart, a flight could settle in between (state
+// verified, flight gone) and the reader would start a second fetch of a
+// span just fetched.
+func (m *Manager) joinDemand(id ztoc.SpanID, need int64, refetch bool) (*flight, spanState) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.state[id]
+	if st == stateFailed || (st == stateVerified && !refetch) {
+		return nil, st
+	}
+	f := m.startFlightLocked(id, ReasonDemand, max(need, 0), false)
+	f.waiters++
+	return f, st
+}
+
+// readSpan fills dst with span id's bytes from offset off within the span:
+// from memory, the cache, or a flight.
+func (m *Manager) readSpan(ctx context.Context, id ztoc.SpanID, dst []byte, off int64) error {
+	need := off + int64(len(dst))
+	for refetch := false; ; refetch = true {
+		if m.hot.read(id, dst, off) {
+			return nil
+		}
+		f, st := m.joinDemand(id, need, refetch)
+		if st == stateFailed {
+			return m.Failed()
+		}
+		if f == nil { // verified
+			if m.readCached(id, dst, off) {
+				return nil
+			}
+			m.metrics.CacheMisses.Inc()
+			continue // fetched again, once
+		}
+		buf, err := m.waitFlight(ctx, f, need, m.opts.Verify == VerifyDeferred)
+		if err != nil {
+			return err
+		}
+		copy(dst, buf.b[off:need])
+		buf.release()
+		return nil
+	}
 }
 
 // startFlightLocked returns span id's flight, starting one if needed; the

@@ -363,30 +363,3 @@ func (m *Manager) ReadAt(ctx context.Context, p []byte, off int64) (int, error) 
 	}
 	return n, nil
 }
-
-// readSpan fills dst with span id's bytes from offset off within the span.
-func (m *Manager) readSpan(ctx context.Context, id ztoc.SpanID, dst []byte, off int64) error {
-	if m.hot.read(id, dst, off) {
-		return nil
-	}
-	m.mu.Lock()
-	st := m.state[id]
-	m.mu.Unlock()
-	switch st {
-	case stateFailed:
-		return m.Failed()
-	case stateVerified:
-		if m.readCached(id, dst, off) {
-			return nil
-		}
-		m.metrics.CacheMisses.Inc()
-	}
-	need := off + int64(len(dst))
-	buf, err := m.waitSpan(ctx, id, need, m.opts.Verify == VerifyDeferred, ReasonDemand)
-	if err != nil {
-		return err
-	}
-	copy(dst, buf.b[off:need])
-	buf.release()
-	return nil
-}
