@@ -99,11 +99,14 @@ fuzz:
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
 
-# demo: the main job end to end on built-in defaults (root; installs what it
-# needs): registry, containerd, the snapshotter, a lazily started container,
-# then the same image with a full pull, and the comparison line at the end.
+# demo: the main job end to end on built-in defaults (root; installs the
+# Debian packages it needs): builds in parallel only what it starts (ociseek,
+# containerd with ctr and the runc shim, olareg; about 3-5 min the first
+# time, seconds after), then registry, containerd, the snapshotter, a lazily
+# started container, the same image with a full pull, and the comparison
+# line at the end.
 demo:
-	sh scripts/demo.sh
+	GO="$(GO)" BIN="$(BIN)" MAKE="$(MAKE)" sh scripts/demo.sh
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

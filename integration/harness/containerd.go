@@ -51,9 +51,22 @@ type Containerd struct {
 
 // StartContainerd starts containerd from tools with a configuration written
 // under dir and waits until it answers; t.Cleanup stops it (by PID) and
-// unmounts whatever it left under dir.
+// unmounts whatever it left under dir. It is StartContainerdIn with t's
+// scope, failing t on error.
 func StartContainerd(t T, tools Tools, dir string, opts ContainerdOptions) *Containerd {
 	t.Helper()
+	c, err := StartContainerdIn(ScopeOf(t), tools, dir, opts)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return c
+}
+
+// StartContainerdIn starts containerd from tools with a configuration
+// written under dir and waits until it answers. Once the process has
+// started, s.Defer holds its stop (by PID) and the unmount of whatever it
+// left under dir, also when StartContainerdIn then returns an error.
+func StartContainerdIn(s Scope, tools Tools, dir string, opts ContainerdOptions) (*Containerd, error) {
 	c := &Containerd{
 		Dir:     dir,
 		Address: filepath.Join(dir, "containerd.sock"),
@@ -61,44 +74,43 @@ func StartContainerd(t T, tools Tools, dir string, opts ContainerdOptions) *Cont
 		ctr:     tools.Ctr,
 	}
 	if err := mkdirs(c.Root, filepath.Join(dir, "state")); err != nil {
-		t.Fatalf("containerd dirs: %v", err)
+		return nil, fmt.Errorf("containerd dirs: %w", err)
 	}
 	cfg := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfg, []byte(c.config(opts)), 0o600); err != nil {
-		t.Fatalf("write containerd config: %v", err)
+		return nil, fmt.Errorf("write containerd config: %w", err)
 	}
 	// The shim and runc are found on PATH: put the tools directory first.
 	env := []string{"PATH=" + filepath.Dir(tools.Containerd) + ":" + os.Getenv("PATH")}
 	p, err := StartProcess("containerd", filepath.Join(dir, "containerd.log"), tools.Containerd,
 		[]string{"--config", cfg}, env)
 	if err != nil {
-		t.Fatalf("%v", err)
+		return nil, err
 	}
 	c.Process = p
-	t.Cleanup(func() { c.stop(t) })
+	s.Defer(func() { c.stop(s) })
 	err = waitFor(p, startTimeout, func() error {
 		_, err := c.Ctr(context.Background(), "version")
 		return err
 	})
 	if err != nil {
-		t.Fatalf("%v", err)
+		return nil, err
 	}
-	return c
+	return c, nil
 }
 
 // stop stops containerd and its shims' containers, then unmounts anything
 // left under its directory.
-func (c *Containerd) stop(t T) {
-	t.Helper()
+func (c *Containerd) stop(s Scope) {
 	c.killTasks()
 	if err := c.Stop(0); err != nil {
-		t.Logf("stop containerd: %v", err)
+		s.Logf("stop containerd: %v", err)
 	}
 	if err := UnmountAll(c.Dir); err != nil {
-		t.Logf("unmount containerd leftovers: %v", err)
+		s.Logf("unmount containerd leftovers: %v", err)
 	}
-	if t.Failed() {
-		t.Logf("containerd log %s (tail):\n%s", c.Log, c.Tail(3000))
+	if s.Failed() {
+		s.Logf("containerd log %s (tail):\n%s", c.Log, c.Tail(3000))
 	}
 }
 

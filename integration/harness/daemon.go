@@ -45,12 +45,25 @@ type Daemon struct {
 
 // StartDaemon writes a configuration under dir, starts the daemon and waits
 // until its socket accepts connections. t.Cleanup stops it with SIGINT (the
-// daemon then unmounts its layers) and unmounts anything left under dir.
+// daemon then unmounts its layers) and unmounts anything left under dir. It
+// is StartDaemonIn with t's scope, failing t on error.
 func StartDaemon(t T, tools Tools, dir string, opts DaemonOptions) *Daemon {
 	t.Helper()
+	d, err := StartDaemonIn(ScopeOf(t), tools, dir, opts)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return d
+}
+
+// StartDaemonIn writes a configuration under dir, starts the daemon and
+// waits until its socket accepts connections. s.Defer holds its stop with
+// SIGINT (the daemon then unmounts its layers) and the unmount of anything
+// left under dir, also when StartDaemonIn then returns an error.
+func StartDaemonIn(s Scope, tools Tools, dir string, opts DaemonOptions) (*Daemon, error) {
 	port, err := FreePort()
 	if err != nil {
-		t.Fatalf("daemon metrics port: %v", err)
+		return nil, fmt.Errorf("daemon metrics port: %w", err)
 	}
 	d := &Daemon{
 		Dir:         dir,
@@ -61,16 +74,16 @@ func StartDaemon(t T, tools Tools, dir string, opts DaemonOptions) *Daemon {
 		bin:         tools.Snapshotter,
 	}
 	if err := mkdirs(d.Root); err != nil {
-		t.Fatalf("daemon dirs: %v", err)
+		return nil, fmt.Errorf("daemon dirs: %w", err)
 	}
 	if err := os.WriteFile(d.Config, []byte(d.config(opts)), 0o600); err != nil {
-		t.Fatalf("write daemon config: %v", err)
+		return nil, fmt.Errorf("write daemon config: %w", err)
 	}
-	t.Cleanup(func() { d.stop(t) })
+	s.Defer(func() { d.stop(s) })
 	if err := d.start(); err != nil {
-		t.Fatalf("%v", err)
+		return nil, err
 	}
-	return d
+	return d, nil
 }
 
 func (d *Daemon) config(opts DaemonOptions) string {
@@ -125,18 +138,17 @@ func (d *Daemon) Kill(t T) {
 
 // stop stops the daemon with SIGINT (unmount everything, then exit) and
 // removes any mount left under its directory.
-func (d *Daemon) stop(t T) {
-	t.Helper()
+func (d *Daemon) stop(s Scope) {
 	if d.Process != nil {
 		if err := d.Stop(syscall.SIGINT); err != nil {
-			t.Logf("stop daemon: %v", err)
+			s.Logf("stop daemon: %v", err)
 		}
-		if t.Failed() {
-			t.Logf("daemon log %s (tail):\n%s", d.Log, d.Tail(6000))
+		if s.Failed() {
+			s.Logf("daemon log %s (tail):\n%s", d.Log, d.Tail(6000))
 		}
 	}
 	if err := UnmountAll(d.Dir); err != nil {
-		t.Logf("unmount daemon leftovers: %v", err)
+		s.Logf("unmount daemon leftovers: %v", err)
 	}
 }
 

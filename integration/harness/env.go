@@ -38,43 +38,62 @@ type Env struct {
 // NewEnv starts the daemon and containerd in a fresh directory under /tmp
 // (short, because unix socket paths are limited to 107 bytes). Cleanup
 // stops containerd, then the daemon, unmounts what is left and removes the
-// directory, unless something could not be unmounted.
+// directory, unless something could not be unmounted. It is NewEnvIn with
+// t's scope, failing t on error.
 func NewEnv(t T, tools Tools, opts EnvOptions) *Env {
 	t.Helper()
+	e, err := NewEnvIn(ScopeOf(t), tools, opts)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return e
+}
+
+// NewEnvIn starts the daemon and containerd in a fresh directory under
+// /tmp. s.Defer holds, from the moment each exists, the removal of the
+// directory (unless something under it could not be unmounted, or the run
+// failed), the daemon's stop and containerd's stop, so they run in the
+// reverse order: containerd, the daemon, the directory. On error whatever
+// had started is still stopped by those.
+func NewEnvIn(s Scope, tools Tools, opts EnvOptions) (*Env, error) {
 	dir, err := os.MkdirTemp("/tmp", "osk-")
 	if err != nil {
-		t.Fatalf("env dir: %v", err)
+		return nil, fmt.Errorf("env dir: %w", err)
 	}
-	t.Cleanup(func() { removeEnvDir(t, dir) })
+	s.Defer(func() { removeEnvDir(s, dir) })
 	e := &Env{Dir: dir, Tools: tools}
-	e.Daemon = StartDaemon(t, tools, filepath.Join(dir, "d"), opts.Daemon)
-	e.Containerd = StartContainerd(t, tools, filepath.Join(dir, "c"), ContainerdOptions{
+	if e.Daemon, err = StartDaemonIn(s, tools, filepath.Join(dir, "d"), opts.Daemon); err != nil {
+		return nil, err
+	}
+	e.Containerd, err = StartContainerdIn(s, tools, filepath.Join(dir, "c"), ContainerdOptions{
 		SociSocket:   e.Daemon.Address,
 		SociRoot:     e.Daemon.Root,
 		CRI:          opts.CRI,
 		SandboxImage: opts.SandboxImage,
 	})
-	return e
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
 }
 
 // removeEnvDir unmounts what is left under dir and deletes it; it never
 // deletes through a mount (a walk into a FUSE or overlay mount would
 // delete the wrong files or hang).
-func removeEnvDir(t T, dir string) {
-	t.Helper()
+func removeEnvDir(s Scope, dir string) {
 	if err := UnmountAll(dir); err != nil {
-		t.Logf("unmount under %s: %v", dir, err)
+		s.Logf("unmount under %s: %v", dir, err)
 	}
 	if m, err := MountsUnder(dir); err != nil || len(m) > 0 {
-		t.Logf("keeping %s: mounts remain (%v, %v)", dir, m, err)
+		s.Logf("keeping %s: mounts remain (%v, %v)", dir, m, err)
 		return
 	}
-	if t.Failed() {
-		t.Logf("test failed: keeping %s for inspection", dir)
+	if s.Failed() {
+		s.Logf("test failed: keeping %s for inspection", dir)
 		return
 	}
 	if err := os.RemoveAll(dir); err != nil {
-		t.Logf("remove %s: %v", dir, err)
+		s.Logf("remove %s: %v", dir, err)
 	}
 }
 

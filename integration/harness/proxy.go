@@ -58,15 +58,35 @@ func (g *BlobGet) String() string {
 // on a free port of 127.0.0.1; t.Cleanup closes it.
 func StartCountingProxy(t T, target string) *CountingProxy {
 	t.Helper()
+	p, err := StartCountingProxyIn(ScopeOf(t), target)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return p
+}
+
+// StartCountingProxyIn starts a proxy for the registry at target
+// (host:port) on a free port of 127.0.0.1; s.Defer holds its close.
+func StartCountingProxyIn(s Scope, target string) (*CountingProxy, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("proxy listen: %v", err)
+		return nil, fmt.Errorf("proxy listen: %w", err)
 	}
 	p := &CountingProxy{Host: l.Addr().String()}
 	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
 	// Registries answer with absolute Location headers naming their own
 	// host; rewrite them so clients keep talking through the proxy.
-	rp.ModifyResponse = func(resp *http.Response) error {
+	rp.ModifyResponse = p.observe(target)
+	p.server = &http.Server{Handler: rp}
+	go func() { _ = p.server.Serve(l) }()
+	s.Defer(func() { _ = p.server.Close() })
+	return p, nil
+}
+
+// observe returns the reverse proxy's response hook: it points Location
+// headers at the proxy and counts blob GETs and their bytes.
+func (p *CountingProxy) observe(target string) func(*http.Response) error {
+	return func(resp *http.Response) error {
 		if loc := resp.Header.Get("Location"); loc != "" {
 			resp.Header.Set("Location", strings.Replace(loc, "//"+target, "//"+p.Host, 1))
 		}
@@ -84,10 +104,6 @@ func StartCountingProxy(t T, target string) *CountingProxy {
 		}
 		return nil
 	}
-	p.server = &http.Server{Handler: rp}
-	go func() { _ = p.server.Serve(l) }()
-	t.Cleanup(func() { _ = p.server.Close() })
-	return p
 }
 
 // BlobBytes returns the blob bytes served so far.

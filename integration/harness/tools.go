@@ -6,8 +6,9 @@
 //
 // Every process is stopped by its PID, and everything mounted under a
 // harness directory is unmounted when the test (or demo) ends, even after a
-// failure. Helpers take a T, which *testing.T satisfies; the demo program
-// supplies its own.
+// failure. Test helpers take a T, which *testing.T satisfies, and fail it
+// on error; each has an error-returning form ending in In that takes a
+// Scope instead (where to register cleanups), which the demo program uses.
 //
 // Hazards: the harness needs root, /dev/fuse, overlayfs, runc and busybox;
 // it fails with a message naming what is missing rather than skipping. The

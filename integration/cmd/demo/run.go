@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/ociseek/ociseek/integration/harness"
-	"github.com/ociseek/ociseek/internal/regtest"
+	"github.com/ociseek/ociseek/internal/toolbin"
 )
 
 // sample is the demo image's data layer: over 100 MB uncompressed, random
@@ -21,37 +22,61 @@ type result struct {
 	fetched     int64
 }
 
-func run(ctx context.Context, stdout, stderr io.Writer) (err error) {
+// options are the demo's flags.
+type options struct {
+	// bin holds prebuilt ociseek binaries; empty: build them.
+	bin string
+	// done is the number of steps the calling script has shown.
+	done int
+}
+
+// ownSteps is the number of steps run announces when the binaries are
+// prebuilt; one more when it builds them.
+const ownSteps = 4
+
+func run(ctx context.Context, opts options, stdout, stderr io.Writer) (err error) {
 	dir, err := os.MkdirTemp("", "ociseek-demo-")
 	if err != nil {
+		return fmt.Errorf("demo directory: %w", err)
+	}
+	c := &cleanups{log: stderr}
+	defer func() {
+		c.failed = err != nil
+		c.run()
+		if err == nil {
+			_ = os.RemoveAll(dir)
+		}
+	}()
+	s := c.scope()
+	p := &progress{w: stdout, n: opts.done, total: opts.done + ownSteps}
+	if opts.bin == "" {
+		p.total++
+	}
+	tools, olareg, err := prepare(ctx, p, opts.bin, dir, stderr)
+	if err != nil {
 		return err
 	}
-	r := &runner{dir: dir, log: stderr}
-	defer r.finish(&err)
 
-	tools, err := harness.FindTools()
+	p.step("starting olareg and pushing the sample image with a SOCI index")
+	reg, err := harness.StartRegistryIn(s, olareg, dir+"/registry")
 	if err != nil {
 		return err
 	}
-	step(stdout, "building ociseek")
-	mod, err := harness.ModuleDir()
+	proxy, err := harness.StartCountingProxyIn(s, reg.Host)
 	if err != nil {
 		return err
 	}
-	if err := harness.BuildProject(ctx, mod, dir, &tools); err != nil {
-		return err
-	}
-	step(stdout, "starting a registry and pushing the sample image with a SOCI index")
-	reg := regtest.Start(r, regtest.KindDistribution)
-	proxy := harness.StartCountingProxy(r, reg.Host)
 	plainRef, lazyRef, err := pushSample(ctx, tools, proxy.Host)
 	if err != nil {
 		return err
 	}
-	step(stdout, "starting containerd and ociseek-snapshotter in "+os.TempDir())
-	env := harness.NewEnv(r, tools, harness.EnvOptions{})
+	p.step("starting containerd and ociseek-snapshotter in %s", os.TempDir())
+	env, err := harness.NewEnvIn(s, tools, harness.EnvOptions{})
+	if err != nil {
+		return err
+	}
 
-	step(stdout, "lazy: ociseek pull + ctr run --snapshotter soci")
+	p.step("lazy: ociseek pull + ctr run --snapshotter soci")
 	lazy, err := timeFirstOutput(ctx, proxy, func() (string, error) {
 		if _, err := env.Pull(ctx, lazyRef); err != nil {
 			return "", err
@@ -67,7 +92,7 @@ func run(ctx context.Context, stdout, stderr io.Writer) (err error) {
 	}
 	fmt.Fprint(stdout, explain)
 
-	step(stdout, "full pull: ctr image pull + ctr run --snapshotter overlayfs")
+	p.step("full pull: ctr image pull + ctr run --snapshotter overlayfs")
 	full, err := timeFirstOutput(ctx, proxy, func() (string, error) {
 		if _, err := env.Containerd.Ctr(ctx, "images", "pull", "--plain-http", "--snapshotter", "overlayfs", plainRef); err != nil {
 			return "", err
@@ -80,6 +105,39 @@ func run(ctx context.Context, stdout, stderr io.Writer) (err error) {
 	fmt.Fprintf(stdout, "demo: first output after %.1f s lazily (%.1f MB fetched) vs %.1f s with a full pull (%.1f MB fetched)\n",
 		lazy.firstOutput.Seconds(), mb(lazy.fetched), full.firstOutput.Seconds(), mb(full.fetched))
 	return nil
+}
+
+// prepare returns the programs the demo starts: the ociseek binaries from
+// bin, or built into dir when bin is empty, and containerd and olareg from
+// the tools directory, built from their pinned modules if missing. Builds
+// report to stderr.
+func prepare(ctx context.Context, p *progress, bin, dir string, stderr io.Writer) (harness.Tools, string, error) {
+	if bin == "" {
+		p.step("building ociseek, containerd and olareg where missing (first time: several minutes)")
+	}
+	tools, err := harness.FindTools()
+	if err != nil {
+		return tools, "", err
+	}
+	olareg, err := toolbin.Ensure(ctx, "olareg", func(format string, args ...any) {
+		fmt.Fprintf(stderr, format+"\n", args...)
+	})
+	if err != nil {
+		return tools, "", fmt.Errorf("olareg: %w (run `make tools`)", err)
+	}
+	if bin != "" {
+		tools.Ociseek = filepath.Join(bin, "ociseek")
+		tools.Snapshotter = filepath.Join(bin, "ociseek-snapshotter")
+		return tools, olareg, nil
+	}
+	mod, err := harness.ModuleDir()
+	if err != nil {
+		return tools, "", err
+	}
+	if err := harness.BuildProject(ctx, mod, dir, &tools); err != nil {
+		return tools, "", err
+	}
+	return tools, olareg, nil
 }
 
 // pushSample builds and pushes the sample image under plain:v1 and its
@@ -118,7 +176,5 @@ func timeFirstOutput(ctx context.Context, proxy *harness.CountingProxy, start fu
 	}
 	return result{firstOutput: time.Since(t0), fetched: proxy.BlobBytes()}, nil
 }
-
-func step(w io.Writer, msg string) { fmt.Fprintf(w, "demo: %s\n", msg) }
 
 func mb(n int64) float64 { return float64(n) / 1e6 }

@@ -3,68 +3,48 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
-	"testing"
+
+	"github.com/ociseek/ociseek/integration/harness"
 )
 
-// runner gives the harness (and regtest, which wants a testing.TB) the
-// test-like lifecycle the demo needs: cleanups run last-in first-out when
-// the demo ends, and Fatalf stops the demo after running them.
-type runner struct {
-	// testing.TB is nil: it only makes runner satisfy the interface. The
-	// methods below are the ones the harness and regtest call.
-	testing.TB
-	dir      string
-	log      io.Writer
-	cleanups []func()
-	failed   bool
+// cleanups is the demo's list of things to undo: the harness registers the
+// stop of each process it starts and the unmount of each directory it
+// uses, and run undoes them, newest first, when the demo ends, whether it
+// succeeded, failed or was interrupted.
+type cleanups struct {
+	fns    []func()
+	failed bool
+	log    io.Writer
 }
 
-// fatal is the panic value of Fatalf, recovered by finish.
-type fatal struct{ msg string }
-
-func (r *runner) Helper()                 {}
-func (r *runner) Cleanup(f func())        { r.cleanups = append(r.cleanups, f) }
-func (r *runner) Failed() bool            { return r.failed }
-func (r *runner) Name() string            { return "demo" }
-func (r *runner) Logf(f string, a ...any) { fmt.Fprintf(r.log, f+"\n", a...) }
-func (r *runner) Log(a ...any)            { fmt.Fprintln(r.log, a...) }
-func (r *runner) Errorf(f string, a ...any) {
-	r.failed = true
-	r.Logf(f, a...)
-}
-func (r *runner) Fatalf(f string, a ...any) {
-	r.failed = true
-	panic(fatal{fmt.Sprintf(f, a...)})
-}
-func (r *runner) Fatal(a ...any) {
-	r.failed = true
-	panic(fatal{fmt.Sprint(a...)})
+// scope returns the harness scope that registers into c and reports to
+// c.log; Failed is true once run has failed, so the stops print the
+// processes' log tails and keep their directories.
+func (c *cleanups) scope() harness.Scope {
+	return harness.Scope{
+		Defer:  func(f func()) { c.fns = append(c.fns, f) },
+		Logf:   func(format string, args ...any) { fmt.Fprintf(c.log, format+"\n", args...) },
+		Failed: func() bool { return c.failed },
+	}
 }
 
-// TempDir returns a fresh directory under the demo's directory.
-func (r *runner) TempDir() string {
-	d, err := os.MkdirTemp(r.dir, "tmp-")
-	if err != nil {
-		r.Fatalf("temp dir: %v", err)
+// run runs the registered functions, newest first, once.
+func (c *cleanups) run() {
+	for i := len(c.fns) - 1; i >= 0; i-- {
+		c.fns[i]()
 	}
-	return d
+	c.fns = nil
 }
 
-// finish runs the cleanups, newest first, and turns a Fatalf panic into
-// an error. Deferred by run.
-func (r *runner) finish(err *error) {
-	p := recover()
-	for i := len(r.cleanups) - 1; i >= 0; i-- {
-		r.cleanups[i]()
-	}
-	if f, ok := p.(fatal); ok {
-		*err = fmt.Errorf("%s", f.msg)
-	} else if p != nil {
-		panic(p)
-	}
-	if r.dir != "" && !r.failed {
-		_ = os.RemoveAll(filepath.Clean(r.dir))
-	}
+// progress numbers the demo's steps, continuing after those the calling
+// script has already shown.
+type progress struct {
+	w        io.Writer
+	n, total int
+}
+
+// step announces the next step.
+func (p *progress) step(format string, args ...any) {
+	p.n++
+	fmt.Fprintf(p.w, "demo: [%d/%d] %s\n", p.n, p.total, fmt.Sprintf(format, args...))
 }
