@@ -30,7 +30,9 @@ sha256-<hex> fallback tag, or --index); file bytes are fetched from the
 registry when read, verified against the zTOC's span digests.
 
 For inspection and debugging: what a container would see of the layer, and
-what reading it costs. Needs root (or CAP_SYS_ADMIN) and /dev/fuse.`
+what reading it costs. Needs root (or CAP_SYS_ADMIN) and /dev/fuse. The
+mount is nosuid and nodev (setuid bits and device nodes of the layer grant
+nothing) and only the mounting user can read it, unless --allow-other.`
 
 func mountCommand() command {
 	return command{
@@ -47,6 +49,7 @@ type mountFlags struct {
 	deferred   bool
 	background bool
 	debug      bool
+	allowOther bool
 }
 
 func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -58,6 +61,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	flags.BoolVar(&mf.deferred, "deferred-verify", false, "answer small reads from unverified span prefixes (verified later; see fs/span)")
 	flags.BoolVar(&mf.background, "background", false, "fetch the whole layer in the background while mounted")
 	flags.BoolVar(&mf.debug, "debug", false, "log every FUSE request to stderr")
+	flags.BoolVar(&mf.allowOther, "allow-other", false, "let users other than the one mounting read the layer (allow_other; setuid bits and devices stay inert)")
 	pos, err := parseArgs(flags, args, 3)
 	if err != nil {
 		return err
@@ -170,7 +174,7 @@ func newMountFS(rf *registryFlags, mf mountFlags, root string) (*fs.FS, error) {
 	if mf.deferred {
 		so.Verify = span.VerifyDeferred
 	}
-	opts := []fs.Opt{fs.WithSpanOptions(so), fs.WithMountOptions(layer.MountOptions{Debug: mf.debug})}
+	opts := []fs.Opt{fs.WithSpanOptions(so), fs.WithMountOptions(layerMountOptions(mf))}
 	if mf.cacheDir != "" {
 		opts = append(opts, fs.WithCacheDir(mf.cacheDir))
 	}
@@ -178,6 +182,15 @@ func newMountFS(rf *registryFlags, mf mountFlags, root string) (*fs.FS, error) {
 		opts = append(opts, fs.WithBackgroundFetch(bgfetch.Options{}))
 	}
 	return fs.New(root, src, blobs, opts...)
+}
+
+// layerMountOptions are the FUSE options of a CLI mount: always nosuid and
+// nodev, and allow_other only with --allow-other. The daemon's mounts honour
+// setuid bits and devices because containers run from them; here nothing
+// does, and a setuid-root file of an untrusted image run from the
+// mountpoint would give whoever runs it root.
+func layerMountOptions(mf mountFlags) layer.MountOptions {
+	return layer.MountOptions{Debug: mf.debug, NoSetuid: true, OwnerOnly: !mf.allowOther}
 }
 
 // discoverSource adapts index/discover to fs.ZtocSource: fs may not import

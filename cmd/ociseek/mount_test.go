@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -74,6 +75,8 @@ func TestMountVerb(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
+	checkMountOptions(t, mp, false)
+
 	cancel()
 	select {
 	case err := <-done:
@@ -88,6 +91,64 @@ func TestMountVerb(t *testing.T) {
 	}
 	if s := out.String(); !strings.Contains(s, "mounted sha256:") || !strings.Contains(s, "unmounted "+mp) {
 		t.Errorf("output %q does not report the mount and the unmount", s)
+	}
+}
+
+// checkMountOptions fails unless the mount at mp is nosuid and nodev (a
+// setuid-root file of the layer must not give its runner root), and has
+// allow_other exactly when allowOther.
+func checkMountOptions(t *testing.T, mp string, allowOther bool) {
+	t.Helper()
+	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(mp))
+	if err != nil || len(ms) != 1 {
+		t.Fatalf("mountinfo of %s: %v, %v", mp, ms, err)
+	}
+	opts := strings.Split(ms[0].Options, ",")
+	for _, want := range []string{"ro", "nosuid", "nodev"} {
+		if !slices.Contains(opts, want) {
+			t.Errorf("mount options %q lack %s", ms[0].Options, want)
+		}
+	}
+	if got := slices.Contains(strings.Split(ms[0].VFSOptions, ","), "allow_other"); got != allowOther {
+		t.Errorf("super options %q: allow_other is %v, want %v", ms[0].VFSOptions, got, allowOther)
+	}
+}
+
+// TestMountVerbAllowOther: --allow-other lets other users in, and the
+// mount stays nosuid and nodev.
+func TestMountVerbAllowOther(t *testing.T) {
+	reg := regtest.Start(t, regtest.KindDistribution)
+	layers := [][]byte{testLayer(t, 4)}
+	reg.PushImage(t, "mnt", layers, nil)
+	ref := reg.Ref("mnt", "latest")
+	if _, _, err := runRegistryCLI(t, "create", "--span-size", "65536", "--min-layer-size", "0", ref); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	mp := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done, _ := runMountVerb(ctx, "--plain-http", "--allow-other", ref, digest.FromBytes(layers[0]).String(), mp)
+	deadline := time.Now().Add(30 * time.Second)
+	for !isMountpoint(t, mp) {
+		select {
+		case err := <-done:
+			t.Fatalf("mount verb ended before serving: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("not mounted after 30s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	checkMountOptions(t, mp, true)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("mount verb after interrupt: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("mount verb did not return after interrupt")
 	}
 }
 

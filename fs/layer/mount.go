@@ -34,13 +34,21 @@ type MountOptions struct {
 	MaxRead int
 	// Debug logs every FUSE request (go-fuse's debug output, to stderr).
 	Debug bool
+	// NoSetuid mounts nosuid,nodev: setuid bits and device nodes of the
+	// layer grant nothing. For mounts no container runs from (ociseek
+	// mount), where a setuid-root file would otherwise give any user root.
+	NoSetuid bool
+	// OwnerOnly mounts without allow_other: only the mounting user can
+	// reach the files.
+	OwnerOnly bool
 }
 
 // Mount serves root at mountpoint, read-only, and returns once the kernel
 // has the mount. The caller owns the returned server: server.Unmount ends
-// it. The mount allows other users (containers run as any uid) and has the
-// kernel check permissions against the TOC's modes; setuid bits and device
-// nodes are honoured, as they would be for the layer extracted on disk.
+// it. By default the mount allows other users (containers run as any uid)
+// and has the kernel check permissions against the TOC's modes; setuid bits
+// and device nodes are honoured, as they would be for the layer extracted
+// on disk (opts.NoSetuid and opts.OwnerOnly turn both off).
 func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, error) {
 	timeout := opts.CacheTimeout
 	if timeout <= 0 {
@@ -49,6 +57,10 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 	maxRead := opts.MaxRead
 	if maxRead <= 0 {
 		maxRead = DefaultMaxRead
+	}
+	flags, suidOptions := uintptr(syscall.MS_RDONLY), []string{"suid", "dev"}
+	if opts.NoSetuid {
+		flags, suidOptions = flags|syscall.MS_NOSUID|syscall.MS_NODEV, []string{"nosuid", "nodev"}
 	}
 	fo := &fusefs.Options{
 		EntryTimeout:    &timeout,
@@ -59,11 +71,11 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 		MountOptions: fuse.MountOptions{
 			FsName:     "ociseek",
 			Name:       "ociseek",
-			AllowOther: true,
+			AllowOther: !opts.OwnerOnly,
 			// "ro" for fusermount; the direct mount gets MS_RDONLY below.
-			Options:          []string{"ro", "default_permissions", "suid", "dev"},
+			Options:          append([]string{"ro", "default_permissions"}, suidOptions...),
 			DirectMount:      true,
-			DirectMountFlags: syscall.MS_RDONLY,
+			DirectMountFlags: flags,
 			MaxWrite:         maxRead,
 			MaxReadAhead:     maxRead,
 			MaxBackground:    64,
