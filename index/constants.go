@@ -67,4 +67,8 @@ var (
 	// its repositories. Errors wrapping it wrap ErrNoIndex too, so callers
 	// that do not tell them apart treat the image as unindexed.
 	ErrIndexNotTrusted = errors.New("SOCI v1 index not trusted")
+	// ErrZtocRejected reports a layer whose zTOC was found, on this node,
+	// not to match the layer (a forged or wrong index): it is never
+	// mounted from that zTOC again.
+	ErrZtocRejected = errors.New("zTOC failed verification before")
 )

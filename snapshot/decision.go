@@ -47,6 +47,13 @@ const (
 	// ReasonZtocBudget: the layer's zTOC would take the zTOCs of mounted
 	// layers over their memory budget (index.ErrZtocBudget).
 	ReasonZtocBudget Reason = "ztoc-memory-budget"
+	// ReasonZtocRejected: the layer's zTOC failed verification before on
+	// this node (index.ErrZtocRejected), so it is not trusted again.
+	ReasonZtocRejected Reason = "ztoc-rejected"
+	// ReasonMountedUnverified: mounted lazily, but background completion
+	// is off (WithCompletionOff), so the layer as a whole is never
+	// verified: its checkpoints and TOC are trusted as the index says.
+	ReasonMountedUnverified Reason = "mounted-unverified"
 	// ReasonBelowMinSize: the layer is smaller than the configured minimum
 	// (WithMinLayerSize), so it is not worth a FUSE mount; the
 	// FileSystem is not asked.
@@ -80,6 +87,8 @@ type Decision struct {
 //     not, and the daemon can unpack it without containerd's help;
 //   - index.ErrZtocTooLarge, index.ErrZtocBudget → local unpack: the layer
 //     is indexed, but holding its zTOC would cost too much memory;
+//   - index.ErrZtocRejected → local unpack: the layer's zTOC was proven
+//     not to match it before, so the index is not trusted for it;
 //   - anything else → local unpack too, because a layer that cannot be
 //     mounted may still be fetched whole; serveLocalUnpack falls back to
 //     overlay if that fails as well.
@@ -99,6 +108,8 @@ func decide(mountErr error, haveUnpacker bool) Decision {
 		return localUnpack(ReasonZtocTooLarge, haveUnpacker)
 	case errors.Is(mountErr, index.ErrZtocBudget):
 		return localUnpack(ReasonZtocBudget, haveUnpacker)
+	case errors.Is(mountErr, index.ErrZtocRejected):
+		return localUnpack(ReasonZtocRejected, haveUnpacker)
 	default:
 		return localUnpack(ReasonMountFailed, haveUnpacker)
 	}

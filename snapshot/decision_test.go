@@ -173,6 +173,7 @@ func TestDecide(t *testing.T) {
 		{fmt.Errorf("find zTOC: %w", index.ErrZtocTooLarge), false, Decision{OutcomeOverlay, ReasonNoUnpacker}},
 		{fmt.Errorf("find zTOC: %w", index.ErrZtocBudget), true, Decision{OutcomeLocalUnpack, ReasonZtocBudget}},
 		{other, false, Decision{OutcomeOverlay, ReasonNoUnpacker}},
+		{fmt.Errorf("mount: %w: %w", errors.New("fs says rejected"), index.ErrZtocRejected), true, Decision{OutcomeLocalUnpack, ReasonZtocRejected}},
 	}
 	for _, c := range cases {
 		if got := decide(c.err, c.unpacker); got != c.want {

@@ -65,6 +65,9 @@ func (s *Snapshotter) prepareLayer(ctx context.Context, key, target string, snap
 	if !decided {
 		mountErr := s.mountLayer(ctx, s.upperPath(snap.ID), labels)
 		d = decide(mountErr, s.unpacker != nil)
+		if d.Reason == ReasonMounted && s.completionOff {
+			d.Reason = ReasonMountedUnverified
+		}
 		if mountErr != nil {
 			log.G(ctx).WithError(mountErr).Debugf("layer not mounted lazily: %s (%s)", d.Outcome, d.Reason)
 		}

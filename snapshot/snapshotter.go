@@ -102,6 +102,8 @@ type Snapshotter struct {
 	mountOptions []string
 	mountTimeout time.Duration
 	metrics      *metrics
+	// completionOff: lazy layers are labelled mounted-unverified.
+	completionOff bool
 }
 
 var (
@@ -119,6 +121,9 @@ type options struct {
 	registerer   prometheus.Registerer
 	mountOptions []string
 	mountTimeout time.Duration
+	// completionOff: the FileSystem never completes (so never verifies)
+	// layers as a whole.
+	completionOff bool
 	// userXattr is nil when New detects whether overlay needs
 	// "userxattr", else the caller's answer.
 	userXattr *bool
@@ -197,6 +202,14 @@ func WithUserXattr(need bool) Opt {
 	return func(o *options) error { o.userXattr = &need; return nil }
 }
 
+// WithCompletionOff tells the snapshotter that its FileSystem does not
+// complete mounted layers in the background, so a lazy layer is never
+// verified as a whole; its decision reason says so (mounted-unverified)
+// and "ociseek explain" shows it.
+func WithCompletionOff() Opt {
+	return func(o *options) error { o.completionOff = true; return nil }
+}
+
 // WithMountOptions adds options to every overlay mount.
 func WithMountOptions(opts ...string) Opt {
 	return func(o *options) error { o.mountOptions = append(o.mountOptions, opts...); return nil }
@@ -238,6 +251,8 @@ func New(ctx context.Context, root string, fsys FileSystem, opts ...Opt) (_ *Sna
 		mountOptions: overlayOptions(ctx, root, o.mountOptions, o.userXattr),
 		mountTimeout: o.mountTimeout,
 		metrics:      m,
+
+		completionOff: o.completionOff,
 	}
 	defer func() {
 		if err != nil {

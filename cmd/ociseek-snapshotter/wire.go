@@ -81,6 +81,9 @@ func newServiceXattr(ctx context.Context, cfg *config.Config, reg prometheus.Reg
 	if cfg.Snapshotter.LocalUnpack {
 		opts = append(opts, snapshot.WithUnpacker(unpack.New(client, plainHTTPPolicy(cfg))))
 	}
+	if !cfg.BackgroundFetch.Enable {
+		opts = append(opts, snapshot.WithCompletionOff())
+	}
 	if cfg.Snapshotter.AsyncRemove {
 		opts = append(opts, snapshot.AsynchronousRemove())
 	}
@@ -220,6 +223,9 @@ func fsOptions(cfg *config.Config, reg prometheus.Registerer, userXattr bool) []
 		// One buffer pool for the spans of every layer: reusing buffers
 		// saves the page faults and zeroing of a fresh span each time.
 		fs.WithSpanOptions(span.Options{Verify: verifyMode(cfg.Fetch.Verify), Buffers: span.NewBufferPool()}),
+		// A layer whose zTOC failed verification before is not mounted
+		// from it again; the snapshotter unpacks it (ztoc-rejected).
+		fs.WithRejectedError(index.ErrZtocRejected),
 	}
 	if cfg.BackgroundFetch.Enable {
 		opts = append(opts, fs.WithBackgroundFetch(bgfetch.Options{

@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/image-spec/identity"
 
+	ociseekfs "github.com/ociseek/ociseek/fs"
 	"github.com/ociseek/ociseek/snapshot"
 )
 
@@ -40,6 +41,7 @@ func explainCommand() command {
 func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("explain", "[flags] REF", explainDescription, stderr)
 	cf := addContainerdFlags(fs)
+	root := fs.String("root", "/var/lib/ociseek", "the snapshotter daemon's state `directory` ([daemon] root), where failed verifications are recorded")
 	pos, err := parseArgs(fs, args, 1)
 	if err != nil {
 		return err
@@ -56,12 +58,16 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return fmt.Errorf("image %s: %w", pos[0], err)
 	}
-	return explainImage(ctx, client, img, cf.snapshotter, stdout)
+	rejected, err := ociseekfs.ReadRejections(*root)
+	if err != nil {
+		return err
+	}
+	return explainImage(ctx, client, img, cf.snapshotter, rejected, stdout)
 }
 
 // explainImage prints one line per layer of img with the decision the
 // snapshotter recorded on the layer's committed snapshot.
-func explainImage(ctx context.Context, client *containerd.Client, img containerd.Image, snapshotter string, w io.Writer) error {
+func explainImage(ctx context.Context, client *containerd.Client, img containerd.Image, snapshotter string, rejected []ociseekfs.Rejection, w io.Writer) error {
 	manifest, err := images.Manifest(ctx, client.ContentStore(), img.Target(), img.Platform())
 	if err != nil {
 		return fmt.Errorf("manifest of %s: %w", img.Name(), err)
@@ -89,9 +95,29 @@ func explainImage(ctx context.Context, client *containerd.Client, img containerd
 				rows[i].Path = "unknown"
 			}
 		}
+		markRejected(&rows[i], rejected)
 	}
 	return writeExplainTable(w, rows)
 }
+
+// markRejected replaces a lazy layer's reason by the verification failure
+// recorded for it, if any: the decision label was written at mount time,
+// before the failure, and no longer tells what a container sees (EIO).
+func markRejected(row *explainRow, rejected []ociseekfs.Rejection) {
+	if row.Path != string(snapshot.OutcomeLazy) {
+		return
+	}
+	for _, r := range rejected {
+		if r.Layer.String() == row.Digest {
+			row.Reason, row.Failure = reasonVerificationFailed, r.Reason
+			return
+		}
+	}
+}
+
+// reasonVerificationFailed is explain's own reason for a lazy layer whose
+// zTOC failed verification while mounted.
+const reasonVerificationFailed = "verification-failed"
 
 // explainRow is one layer's line of the explain table.
 type explainRow struct {
@@ -104,6 +130,8 @@ type explainRow struct {
 	Path string
 	// Reason is the decision reason label, "" when absent.
 	Reason string
+	// Failure is the recorded verification failure of a lazy layer.
+	Failure string
 }
 
 // writeExplainTable prints rows (bottom layer first) as an aligned table
@@ -113,7 +141,11 @@ func writeExplainTable(w io.Writer, rows []explainRow) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "LAYER\tDIGEST\tSIZE\tPATH\tREASON\tWHY")
 	for i, r := range rows {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", i+1, r.Digest, humanSize(r.Size), r.Path, orDash(r.Reason), why(r.Path, r.Reason))
+		words := why(r.Path, r.Reason)
+		if r.Failure != "" {
+			words = "failed verification, reads fail with EIO and the next mount unpacks it locally: " + r.Failure
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", i+1, r.Digest, humanSize(r.Size), r.Path, orDash(r.Reason), words)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write explanation: %w", err)
@@ -125,7 +157,11 @@ func writeExplainTable(w io.Writer, rows []explainRow) error {
 func why(path, reason string) string {
 	switch snapshot.Reason(reason) {
 	case snapshot.ReasonMounted:
-		return "indexed: files are fetched from the registry when read"
+		return "indexed: files are fetched from the registry when read; the layer is verified in the background"
+	case snapshot.ReasonMountedUnverified:
+		return "indexed: files are fetched when read, but background completion is off, so the layer is never verified as a whole ([background_fetch] enable)"
+	case snapshot.ReasonZtocRejected:
+		return "the layer's zTOC failed verification on this node before: not trusted again, unpacked by the daemon"
 	case snapshot.ReasonLazyDisabled:
 		return "lazy loading is turned off in the daemon's configuration"
 	case snapshot.ReasonNoIndex:

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
+
+	ociseekfs "github.com/ociseek/ociseek/fs"
 	"github.com/ociseek/ociseek/snapshot"
 )
 
@@ -56,7 +60,8 @@ func TestWhyCoversEveryReason(t *testing.T) {
 		snapshot.ReasonMounted, snapshot.ReasonLazyDisabled, snapshot.ReasonNoIndex,
 		snapshot.ReasonNoZtoc, snapshot.ReasonBelowMinSize, snapshot.ReasonMountFailed,
 		snapshot.ReasonNoUnpacker, snapshot.ReasonUnpackFailed, snapshot.ReasonV1NotTrusted,
-		snapshot.ReasonZtocTooLarge, snapshot.ReasonZtocBudget,
+		snapshot.ReasonZtocTooLarge, snapshot.ReasonZtocBudget, snapshot.ReasonZtocRejected,
+		snapshot.ReasonMountedUnverified,
 	}
 	outcomes := []snapshot.Outcome{snapshot.OutcomeLazy, snapshot.OutcomeLocalUnpack, snapshot.OutcomeOverlay}
 	for _, r := range reasons {
@@ -79,5 +84,31 @@ func TestHumanSize(t *testing.T) {
 		if got := humanSize(n); got != want {
 			t.Errorf("humanSize(%d) = %q, want %q", n, got, want)
 		}
+	}
+}
+
+// TestExplainShowsRecordedFailure: a lazy layer whose zTOC failed
+// verification after the mount reads as such, with the recorded reason,
+// rather than as an ordinary lazy layer.
+func TestExplainShowsRecordedFailure(t *testing.T) {
+	bad := "sha256:" + strings.Repeat("a", 64)
+	rows := []explainRow{
+		{Digest: bad, Size: 1 << 20, Path: string(snapshot.OutcomeLazy), Reason: string(snapshot.ReasonMounted)},
+		{Digest: "sha256:" + strings.Repeat("b", 64), Size: 1 << 20, Path: string(snapshot.OutcomeLazy), Reason: string(snapshot.ReasonMounted)},
+	}
+	rejected := []ociseekfs.Rejection{{Layer: digest.Digest(bad), Ztoc: "cc", Reason: "checkpoint 1: window differs"}}
+	for i := range rows {
+		markRejected(&rows[i], rejected)
+	}
+	var out bytes.Buffer
+	if err := writeExplainTable(&out, rows); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(out.String(), "\n")
+	if !strings.Contains(lines[1], "verification-failed") || !strings.Contains(lines[1], "window differs") {
+		t.Errorf("failed layer's line: %q", lines[1])
+	}
+	if strings.Contains(lines[2], "verification-failed") {
+		t.Errorf("healthy layer's line: %q", lines[2])
 	}
 }

@@ -100,7 +100,7 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("pull %s: %w", ref, err)
 	}
 	fmt.Fprintf(stdout, "pulled %s (%s) on snapshotter %s\n", img.Name(), img.Target().Digest, cf.snapshotter)
-	return explainImage(ctx, client, img, cf.snapshotter, stdout)
+	return explainImage(ctx, client, img, cf.snapshotter, nil, stdout)
 }
 
 // labelHandlerWrapper adds to each layer descriptor the annotations the
