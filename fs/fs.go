@@ -133,6 +133,16 @@ func New(root string, src ZtocSource, blobs BlobOpener, opts ...Opt) (*FS, error
 		c.Close()
 		return nil, fmt.Errorf("new file system: %w", err)
 	}
+	if cfg.registerer != nil {
+		unverified := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "ociseek", Subsystem: "fs", Name: "layers_unverified",
+			Help: "Mounted layers not (yet) verified as a whole by the completion pass: their checkpoints and file list are trusted as the index says. Stays above zero when background completion is off.",
+		}, f.unverifiedLayers)
+		if err := cfg.registerer.Register(unverified); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("new file system: register fs metrics: %w", err)
+		}
+	}
 	if cfg.maxFetches > 0 {
 		f.fetchSem = semaphore.NewWeighted(int64(cfg.maxFetches))
 	}

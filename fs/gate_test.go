@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ociseek/ociseek/internal/regtest"
 )
 
@@ -51,5 +53,35 @@ func TestHonestMetadataIsExposed(t *testing.T) {
 	checkTree(t, mp, img.entries)
 	if fi, err := os.Lstat(filepath.Join(mp, "etc")); err != nil || fi.Mode().Perm() != 0o755 {
 		t.Errorf("lstat etc = %v, %v", fi, err)
+	}
+}
+
+// TestUnverifiedLayersGauge: a mounted layer counts as unverified until its
+// completion pass has checked it, which an operator sees in
+// ociseek_fs_layers_unverified (it never drops when completion is off).
+func TestUnverifiedLayersGauge(t *testing.T) {
+	img := pushImage(t, regtest.Start(t, regtest.KindDistribution), "lazy/unverified")
+	reg := prometheus.NewRegistry()
+	f := newFS(t, newSource(img), WithRegisterer(reg))
+	mp := mountImage(t, f, img)
+	gauge := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "ociseek_fs_layers_unverified" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("ociseek_fs_layers_unverified not registered")
+		return 0
+	}
+	if got := gauge(); got != 1 {
+		t.Errorf("unverified layers after mount = %v, want 1", got)
+	}
+	fetchAll(t, f, mp)
+	if got := gauge(); got != 0 {
+		t.Errorf("unverified layers after completion = %v, want 0", got)
 	}
 }

@@ -105,3 +105,18 @@ func unmountStale(mp string) error {
 	}
 	return nil
 }
+
+// unverifiedLayers counts the mounted layers that the completion pass has
+// not verified (and that have not failed): the ociseek_fs_layers_unverified
+// gauge.
+func (f *FS) unverifiedLayers() float64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, m := range f.layers {
+		if m != nil && !m.mgr.Complete() && m.mgr.Failed() == nil {
+			n++
+		}
+	}
+	return float64(n)
+}
