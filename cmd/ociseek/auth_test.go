@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"oras.land/oras-go/v2/registry/remote/retry"
 
 	"github.com/ociseek/ociseek/internal/regtest"
 )
@@ -183,5 +184,27 @@ func readThroughMount(t *testing.T, done <-chan error, path, want string) {
 			t.Fatalf("%s not readable through the mount after 30s: %v", path, err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestMountBlobsDoNotRetryTwice: the client ociseek mount gives fs/remote
+// has no retrying transport under it (fs/remote's budget per range is then
+// the only one), while the registry client keeps oras's retries.
+func TestMountBlobsDoNotRetryTwice(t *testing.T) {
+	rf := &registryFlags{user: "u:p"}
+	c, err := rf.authClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs := withoutRetries(c)
+	ae, ok := blobs.Client.Transport.(authErrors)
+	if !ok {
+		t.Fatalf("blob transport is %T, want authErrors", blobs.Client.Transport)
+	}
+	if _, retrying := ae.next.(*retry.Transport); retrying || ae.next == nil {
+		t.Errorf("blob transport under authErrors is %T, want a non-retrying one", ae.next)
+	}
+	if _, retrying := c.Client.Transport.(authErrors).next.(*retry.Transport); !retrying {
+		t.Error("the registry client lost its retries")
 	}
 }

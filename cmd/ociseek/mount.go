@@ -169,7 +169,7 @@ func newMountFS(rf *registryFlags, mf mountFlags, root string) (*fs.FS, error) {
 		return nil, err
 	}
 	src := discoverSource{d: discover.New(discover.Options{NewRepository: rf.factory})}
-	blobs := fs.RemoteBlobs{Client: client, PlainHTTP: rf.plainHTTPFor}
+	blobs := fs.RemoteBlobs{Client: withoutRetries(client), PlainHTTP: rf.plainHTTPFor}
 	so := span.Options{}
 	if mf.deferred {
 		so.Verify = span.VerifyDeferred

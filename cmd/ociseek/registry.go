@@ -151,3 +151,22 @@ func (r *registryFlags) factory(name string) (*orasremote.Repository, error) {
 	repo, _, err := r.repository(name)
 	return repo, err
 }
+
+// withoutRetries returns a copy of the CLI's auth client whose transport
+// does not retry. fs/remote retries range reads itself, with a budget per
+// range; oras's retry transport underneath would multiply the requests.
+func withoutRetries(c *auth.Client) *auth.Client {
+	cp := *c
+	hc := *c.Client
+	if ae, ok := hc.Transport.(authErrors); ok {
+		if rt, ok := ae.next.(*retry.Transport); ok {
+			ae.next = rt.Base
+			if ae.next == nil {
+				ae.next = http.DefaultTransport
+			}
+		}
+		hc.Transport = ae
+	}
+	cp.Client = &hc
+	return &cp
+}
