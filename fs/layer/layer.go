@@ -107,6 +107,10 @@ type Options struct {
 	// default so that a trusted-xattr overlay does not show the marker to
 	// containers as an ordinary user xattr.
 	UserXattr bool
+	// TrustMetadata serves privileged metadata without verifying its tar
+	// headers first (gate.go). It exists only as the baseline of the
+	// benchmark that measures what the check costs; nothing else sets it.
+	TrustMetadata bool
 	// Logger receives read and verification failures, which the reading
 	// process only sees as EIO. The caller attaches the layer's fields
 	// (digest, mountpoint) once; nil means containerd's default logger.

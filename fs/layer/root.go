@@ -15,7 +15,9 @@ var _ = (fusefs.NodeOnAdder)((*Root)(nil))
 // inodes and never race with each other; hardlinked names share one Inode.
 func (r *Root) OnAdd(ctx context.Context) {
 	r.dirNode.userXattr = r.opts.UserXattr
-	r.dirNode.gate.v, _ = r.reader.(Verifier)
+	if !r.opts.TrustMetadata {
+		r.dirNode.gate.v, _ = r.reader.(Verifier)
+	}
 	r.dirNode.log = r.opts.Logger
 	made := make(map[*meta]*fusefs.Inode)
 	r.addChildren(ctx, &r.dirNode, r.tree.root, made)
@@ -61,5 +63,8 @@ func (r *Root) nodeOps(m *meta) fusefs.InodeEmbedder {
 // through the Reader when it can.
 func (r *Root) attrNode(m *meta) attrNode {
 	v, _ := r.reader.(Verifier)
+	if r.opts.TrustMetadata {
+		v = nil
+	}
 	return attrNode{m: m, userXattr: r.opts.UserXattr, gate: metaGate{v: v}, log: r.opts.Logger}
 }
