@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
-	"regexp"
 
 	"oras.land/oras-go/v2/registry/remote/auth"
+
+	"github.com/ociseek/ociseek/internal/redact"
 )
 
 // ErrInsecureRedirect reports a redirect from HTTPS to plain HTTP. Such a
@@ -70,48 +70,9 @@ func guardHTTP(c *http.Client) *http.Client {
 	return &cc
 }
 
-// redactURL replaces the query string, which for pre-signed URLs is a
-// credential, and drops user info and fragment.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "<unparsable URL>"
-	}
-	if u.RawQuery != "" || u.ForceQuery {
-		u.RawQuery, u.ForceQuery = "REDACTED", false
-	}
-	u.User, u.Fragment, u.RawFragment = nil, "", ""
-	return u.String()
-}
+// The redaction itself lives in internal/redact, shared with index/discover.
+func redactURL(s string) string { return redact.URL(s) }
 
-// urlQuery matches the query string of a URL inside free text.
-var urlQuery = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://[^\s"'<>?#]*)\?[^\s"'<>#]*`)
+func redactText(s string) string { return redact.Text(s) }
 
-// redactText replaces the query of every URL in s.
-func redactText(s string) string {
-	return urlQuery.ReplaceAllString(s, "${1}?REDACTED")
-}
-
-// redactError hides URL queries in err: a *url.Error from the HTTP client
-// (which keeps the full URL, and after a redirect that is the storage
-// URL with its signature) gets a redacted copy, and the message of
-// anything it wraps is scrubbed too. errors.Is and errors.As still see
-// the wrapped errors.
-func redactError(err error) error {
-	if err == nil {
-		return nil
-	}
-	if ue, ok := err.(*url.Error); ok {
-		c := *ue
-		c.URL = redactURL(c.URL)
-		err = &c
-	}
-	return &redactedError{err: err}
-}
-
-// redactedError is an error whose message has no URL query.
-type redactedError struct{ err error }
-
-func (e *redactedError) Error() string { return redactText(e.err.Error()) }
-
-func (e *redactedError) Unwrap() error { return e.err }
+func redactError(err error) error { return redact.Error(err) }

@@ -70,6 +70,7 @@ import (
 	"oras.land/oras-go/v2/registry"
 
 	"github.com/ociseek/ociseek/index"
+	"github.com/ociseek/ociseek/internal/redact"
 )
 
 // Method says how an index was found.
@@ -222,7 +223,8 @@ func (d *Discoverer) parseTarget(imageRef string) (target, error) {
 // (see the package doc for the order and the choice). explicitIndex, when
 // not empty, is used without any search. It returns an error wrapping
 // index.ErrNoIndex when the image has no index.
-func (d *Discoverer) Find(ctx context.Context, imageRef string, manifest digest.Digest, explicitIndex digest.Digest) (*Result, error) {
+func (d *Discoverer) Find(ctx context.Context, imageRef string, manifest digest.Digest, explicitIndex digest.Digest) (_ *Result, err error) {
+	defer func() { err = redact.Error(err) }()
 	t, err := d.parseTarget(imageRef)
 	if err != nil {
 		return nil, err
@@ -300,7 +302,8 @@ func (d *Discoverer) find(ctx context.Context, t target, manifest, explicitIndex
 // by its annotation, and every v1 index listed by the referrers API and by
 // the fallback tag, de-duplicated by digest, in the order Find prefers them.
 // It does not fetch the indices and does not use the cache.
-func (d *Discoverer) List(ctx context.Context, imageRef string, manifest digest.Digest) ([]Found, error) {
+func (d *Discoverer) List(ctx context.Context, imageRef string, manifest digest.Digest) (_ []Found, err error) {
+	defer func() { err = redact.Error(err) }()
 	t, err := d.parseTarget(imageRef)
 	if err != nil {
 		return nil, err

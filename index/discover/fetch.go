@@ -11,6 +11,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/ociseek/ociseek/index"
+	"github.com/ociseek/ociseek/internal/redact"
 	"github.com/ociseek/ociseek/ztoc"
 )
 
@@ -115,7 +116,8 @@ func (d *Discoverer) fetchIndexAnywhere(ctx context.Context, t target, desc ocis
 // zTOC's checkpoint windows alias them). A zTOC over the Options bounds
 // gives an error wrapping index.ErrZtocTooLarge; the size bound is checked
 // from desc before anything is downloaded.
-func (d *Discoverer) FetchZtoc(ctx context.Context, imageRef string, desc ocispec.Descriptor) (*ztoc.Ztoc, []byte, error) {
+func (d *Discoverer) FetchZtoc(ctx context.Context, imageRef string, desc ocispec.Descriptor) (_ *ztoc.Ztoc, _ []byte, err error) {
+	defer func() { err = redact.Error(err) }()
 	t, err := d.parseTarget(imageRef)
 	if err != nil {
 		return nil, nil, err
@@ -178,7 +180,8 @@ func (d *Discoverer) fetchBlob(ctx context.Context, name string, desc ocispec.De
 // bounds and index.ErrZtocBudget when the zTOCs handed out and still in use
 // would exceed Options.ZtocBudget. A returned zTOC counts against the
 // budget until it is garbage.
-func (d *Discoverer) LayerZtoc(ctx context.Context, imageRef string, manifest, explicitIndex, layer digest.Digest) (*ztoc.Ztoc, error) {
+func (d *Discoverer) LayerZtoc(ctx context.Context, imageRef string, manifest, explicitIndex, layer digest.Digest) (_ *ztoc.Ztoc, err error) {
+	defer func() { err = redact.Error(err) }()
 	res, err := d.Find(ctx, imageRef, manifest, explicitIndex)
 	if err != nil {
 		return nil, err
