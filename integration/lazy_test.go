@@ -109,8 +109,8 @@ func checkLazyRun(t *testing.T, env *harness.Env, proxy *harness.CountingProxy, 
 	if rows[base] != [2]string{"local-unpack", "no-ztoc"} {
 		t.Errorf("explain: base layer %v, want local-unpack no-ztoc", rows[base])
 	}
-	if rows[data] != [2]string{"lazy", "mounted"} {
-		t.Errorf("explain: data layer %v, want lazy mounted", rows[data])
+	if rows[data] != [2]string{"lazy", "mounted-unverified"} {
+		t.Errorf("explain: data layer %v, want lazy mounted-unverified (background completion is off)", rows[data])
 	}
 	got, err := env.RunContainer(ctx, ref, "lazy")
 	if err != nil {

@@ -73,7 +73,7 @@ func TestNerdctlRunUnchanged(t *testing.T) {
 	if row := rows[base]; row != [2]string{"local-unpack", "no-ztoc"} {
 		t.Errorf("base layer run by nerdctl: explain says %v, want local-unpack no-ztoc (by the daemon)", row)
 	}
-	if row := rows[data]; row != [2]string{"lazy", "mounted"} {
-		t.Errorf("data layer run by nerdctl: explain says %v, want lazy mounted", row)
+	if row := rows[data]; row != [2]string{"lazy", "mounted-unverified"} {
+		t.Errorf("data layer run by nerdctl: explain says %v, want lazy mounted-unverified (background completion is off)", row)
 	}
 }

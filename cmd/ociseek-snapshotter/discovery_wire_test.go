@@ -39,7 +39,7 @@ func TestDiscoveryPolicyWiring(t *testing.T) {
 		{"untrusted v1", func(d *config.Discovery) { d.V1Trusted = []string{"registry.example/team"} },
 			snapshot.Decision{Outcome: snapshot.OutcomeOverlay, Reason: snapshot.ReasonV1NotTrusted}},
 		{"trusted v1", func(d *config.Discovery) { d.V1Trusted = []string{reg.Host + "/app"} },
-			snapshot.Decision{Outcome: snapshot.OutcomeLazy, Reason: snapshot.ReasonMounted}},
+			snapshot.Decision{Outcome: snapshot.OutcomeLazy, Reason: snapshot.ReasonMountedUnverified}},
 		{"zTOC over the size bound", func(d *config.Discovery) { d.MaxZtocBytes = 1 },
 			snapshot.Decision{Outcome: snapshot.OutcomeLocalUnpack, Reason: snapshot.ReasonZtocTooLarge}},
 	} {

@@ -70,7 +70,7 @@ func TestLazyOutcome(t *testing.T) {
 
 	metrics := scrapeMetrics(t, cfg.Metrics, promReg)
 	for _, series := range []string{
-		`ociseek_snapshot_layer_decisions_total{outcome="lazy",reason="mounted"} 1`,
+		`ociseek_snapshot_layer_decisions_total{outcome="lazy",reason="mounted-unverified"} 1`,
 		`ociseek_span_fetched_bytes_total{reason="demand"}`,
 		`ociseek_span_fetches_total{reason="demand"}`,
 		`ociseek_span_read_seconds_bucket{le=`,
