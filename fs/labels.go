@@ -5,32 +5,33 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/containerd/containerd/v2/pkg/snapshotters"
 	"github.com/containerd/errdefs"
+	"github.com/ociseek/ociseek/label"
 	"github.com/opencontainers/go-digest"
 	"oras.land/oras-go/v2/registry"
 )
 
-// Snapshot labels Mount reads (reference: soci-format.md §5.2). containerd
-// copies the layer descriptor's "containerd.io/snapshot/" annotations into
-// the labels of the layer's unpack Prepare: the cri.* ones come from
-// containerd's own image handler (CRI, nerdctl, ctr), the remote/soci.* ones
-// from nerdctl's SOCI handler.
+// Snapshot labels Mount reads. The keys are declared by containerd
+// (pkg/snapshotters: its image handler sets the cri.* ones for CRI,
+// nerdctl and ctr) and by package label (the SOCI ones, from nerdctl's
+// SOCI handler); these names only say which of them fs reads.
 const (
 	// LabelImageRef is the image reference, "host/repo:tag" or
 	// "host/repo@digest". Required.
-	LabelImageRef = "containerd.io/snapshot/cri.image-ref"
+	LabelImageRef = snapshotters.TargetRefLabel
 	// LabelManifestDigest is the digest of the platform-specific image
 	// manifest. Required.
-	LabelManifestDigest = "containerd.io/snapshot/cri.manifest-digest"
+	LabelManifestDigest = snapshotters.TargetManifestDigestLabel
 	// LabelLayerDigest is the digest of the (compressed) layer blob.
 	// Required.
-	LabelLayerDigest = "containerd.io/snapshot/cri.layer-digest"
+	LabelLayerDigest = snapshotters.TargetLayerDigestLabel
 	// LabelLayerSize is the layer blob's size in bytes, decimal. Optional:
 	// CRI does not send it; the zTOC's archive size is used then.
-	LabelLayerSize = "containerd.io/snapshot/remote/soci.size"
+	LabelLayerSize = label.LayerSize
 	// LabelIndexDigest names the SOCI index to use instead of discovering
 	// one. Optional; nerdctl sends it empty when no index was asked for.
-	LabelIndexDigest = "containerd.io/snapshot/remote/soci.index.digest"
+	LabelIndexDigest = label.IndexDigest
 )
 
 // ErrNoLabels reports an unpack whose labels name no image at all: none of

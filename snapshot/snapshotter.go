@@ -42,6 +42,7 @@ import (
 	"github.com/containerd/containerd/v2/plugins/snapshots/overlay/overlayutils"
 	"github.com/containerd/continuity/fs"
 	"github.com/containerd/log"
+	"github.com/ociseek/ociseek/label"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -59,8 +60,8 @@ const (
 	LabelDecisionReason = "ociseek.io/snapshot/decision-reason"
 	// LabelLayerSize is the layer blob's size in bytes, decimal, as
 	// nerdctl's SOCI handler sends it (CRI does not). WithMinLayerSize
-	// compares it.
-	LabelLayerSize = "containerd.io/snapshot/remote/soci.size"
+	// compares it. The key is SOCI's, declared in package label.
+	LabelLayerSize = label.LayerSize
 	// LabelNamespace records the containerd namespace of the unpack, for
 	// FileSystems that need it when a mount is restored.
 	LabelNamespace = "containerd.io/snapshot/remote/namespace"

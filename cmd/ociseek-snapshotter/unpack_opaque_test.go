@@ -10,10 +10,10 @@ import (
 	"testing"
 
 	snapshots "github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/snapshotters"
 	"github.com/containerd/log/logtest"
 	"github.com/ociseek/ociseek/internal/regtest"
 	"github.com/ociseek/ociseek/snapshot"
-	"github.com/ociseek/ociseek/snapshot/unpack"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 )
@@ -59,10 +59,10 @@ func TestFailedLocalUnpackKeepsLowerLayers(t *testing.T) {
 	}
 
 	labels := map[string]string{
-		unpack.LabelImageRef:          reg.Host + "/app:latest",
-		unpack.LabelLayerDigest:       desc.Digest.String(),
-		snapshots.LabelSnapshotDiffID: digest.FromString("some other tar").String(),
-		snapshots.LabelSnapshotRef:    "top",
+		snapshotters.TargetRefLabel:         reg.Host + "/app:latest",
+		snapshotters.TargetLayerDigestLabel: desc.Digest.String(),
+		snapshots.LabelSnapshotDiffID:       digest.FromString("some other tar").String(),
+		snapshots.LabelSnapshotRef:          "top",
 	}
 	mounts, err = sn.Prepare(ctx, "extract-2 top", "base", snapshots.WithLabels(labels))
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	snapshots "github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/snapshotters"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log/logtest"
 	"github.com/ociseek/ociseek/index"
@@ -58,10 +59,10 @@ func pushLayer(t *testing.T) pushedLayer {
 	blob, diffID := testLayer(t)
 	desc := reg.PushBlob(t, "app", blob, "application/vnd.oci.image.layer.v1.tar+gzip")
 	return pushedLayer{labels: map[string]string{
-		unpack.LabelImageRef:          reg.Host + "/app:latest",
-		unpack.LabelLayerDigest:       desc.Digest.String(),
-		snapshots.LabelSnapshotDiffID: diffID.String(),
-		snapshots.LabelSnapshotRef:    "layer",
+		snapshotters.TargetRefLabel:         reg.Host + "/app:latest",
+		snapshotters.TargetLayerDigestLabel: desc.Digest.String(),
+		snapshots.LabelSnapshotDiffID:       diffID.String(),
+		snapshots.LabelSnapshotRef:          "layer",
 	}}
 }
 

@@ -16,15 +16,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/snapshotters"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote/credentials"
-)
 
-// Layer annotations (passed to the snapshotter as Prepare labels) that
-// nerdctl's SOCI handler adds on top of containerd's cri.* ones; the daemon
-// reads them to find the layer and its index. See soci-format.md §5.2.
-const (
-	labelLayerSize       = "containerd.io/snapshot/remote/soci.size"
-	labelImageLayersSize = "containerd.io/snapshot/remote/image.layers.size"
-	labelIndexDigest     = "containerd.io/snapshot/remote/soci.index.digest"
+	"github.com/ociseek/ociseek/label"
 )
 
 const pullDescription = `
@@ -105,7 +98,8 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 // labelHandlerWrapper adds to each layer descriptor the annotations the
 // snapshotter receives as Prepare labels: containerd's cri.* set, then the
-// layer sizes and the optional index digest.
+// SOCI ones nerdctl's SOCI handler adds (package label): the layer sizes
+// and the optional index digest (see soci-format.md §5.2).
 func labelHandlerWrapper(ref, indexDigest string) func(images.Handler) images.Handler {
 	info := snapshotters.AppendInfoHandlerWrapper(ref)
 	return func(h images.Handler) images.Handler {
@@ -120,10 +114,10 @@ func labelHandlerWrapper(ref, indexDigest string) func(images.Handler) images.Ha
 				if !images.IsLayerType(c.MediaType) {
 					continue
 				}
-				c.Annotations[labelLayerSize] = strconv.FormatInt(c.Size, 10)
+				c.Annotations[label.LayerSize] = strconv.FormatInt(c.Size, 10)
 				digests := strings.Count(c.Annotations[snapshotters.TargetImageLayersLabel], ",") + 1
-				c.Annotations[labelImageLayersSize] = layerSizes(children[i:], digests)
-				c.Annotations[labelIndexDigest] = indexDigest
+				c.Annotations[label.ImageLayersSize] = layerSizes(children[i:], digests)
+				c.Annotations[label.IndexDigest] = indexDigest
 			}
 			return children, nil
 		})
@@ -150,7 +144,7 @@ func layerSizes(descs []ocispec.Descriptor, max int) string {
 		if b.Len() > 0 {
 			item = "," + item
 		}
-		if labels.Validate(labelImageLayersSize, b.String()+item) != nil {
+		if labels.Validate(label.ImageLayersSize, b.String()+item) != nil {
 			break
 		}
 		b.WriteString(item)

@@ -9,6 +9,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/snapshotters"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/ociseek/ociseek/label"
 )
 
 // manifestChildren is what containerd's children handler returns for an
@@ -48,17 +50,17 @@ func TestPullLabels(t *testing.T) {
 		snapshotters.TargetManifestDigestLabel: manifest.Digest.String(),
 		snapshotters.TargetLayerDigestLabel:    children[1].Digest.String(),
 		snapshotters.TargetImageLayersLabel:    children[1].Digest.String() + "," + children[2].Digest.String(),
-		labelLayerSize:                         "1083991",
-		labelImageLayersSize:                   "1083991,8366206",
-		labelIndexDigest:                       idx.String(),
+		label.LayerSize:                        "1083991",
+		label.ImageLayersSize:                  "1083991,8366206",
+		label.IndexDigest:                      idx.String(),
 	}, {
 		snapshotters.TargetRefLabel:            ref,
 		snapshotters.TargetManifestDigestLabel: manifest.Digest.String(),
 		snapshotters.TargetLayerDigestLabel:    children[2].Digest.String(),
 		snapshotters.TargetImageLayersLabel:    children[2].Digest.String(),
-		labelLayerSize:                         "8366206",
-		labelImageLayersSize:                   "8366206",
-		labelIndexDigest:                       idx.String(),
+		label.LayerSize:                        "8366206",
+		label.ImageLayersSize:                  "8366206",
+		label.IndexDigest:                      idx.String(),
 	}}
 	for i, w := range want {
 		a := got[i+1].Annotations
@@ -96,7 +98,7 @@ func TestPullLabelsManyLayers(t *testing.T) {
 	}
 	for i, c := range got[1:] {
 		digests := strings.Split(c.Annotations[snapshotters.TargetImageLayersLabel], ",")
-		sizes := strings.Split(c.Annotations[labelImageLayersSize], ",")
+		sizes := strings.Split(c.Annotations[label.ImageLayersSize], ",")
 		if len(digests) != len(sizes) {
 			t.Fatalf("layer %d: %d digests but %d sizes", i+1, len(digests), len(sizes))
 		}

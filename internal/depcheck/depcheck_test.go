@@ -20,9 +20,9 @@ var allowed = map[string][]string{
 	"cmd/...":         {"..."},
 	"integration/...": {"integration/...", "ztoc/ztoctest", "internal/...", "index", "ztoc"},
 	"internal/...":    {"..."},
-	"snapshot":        {"index"},
+	"snapshot":        {"index", "label"},
 	"snapshot/unpack": {},
-	"fs":              {"fs/layer", "fs/span", "fs/remote", "fs/cache", "fs/bgfetch", "ztoc"},
+	"fs":              {"fs/layer", "fs/span", "fs/remote", "fs/cache", "fs/bgfetch", "ztoc", "label"},
 	"fs/layer":        {"ztoc"},
 	"fs/span":         {"ztoc", "ztoc/gzipx"},
 	"fs/remote":       {"internal/redact"},
@@ -36,6 +36,7 @@ var allowed = map[string][]string{
 	"ztoc/gzipx":      {},
 	"ztoc/ztoctest":   {"ztoc", "ztoc/fbs", "ztoc/gzipx"},
 	"config":          {},
+	"label":           {},
 }
 
 func rule(pkg string) ([]string, bool) {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containerd/containerd/v2/pkg/snapshotters"
 	"github.com/containerd/log/logtest"
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
@@ -29,9 +30,9 @@ func TestUnpackWithoutDiffIDLabel(t *testing.T) {
 	lying := pushWithDiffIDs(t, reg, "app", blob, digest.FromString("another tar"))
 	labels := func(manifest digest.Digest) map[string]string {
 		return map[string]string{
-			LabelImageRef:       reg.Host + "/app:latest",
-			LabelLayerDigest:    layer.String(),
-			LabelManifestDigest: manifest.String(),
+			snapshotters.TargetRefLabel:            reg.Host + "/app:latest",
+			snapshotters.TargetLayerDigestLabel:    layer.String(),
+			snapshotters.TargetManifestDigestLabel: manifest.String(),
 		}
 	}
 	ctx := logtest.WithT(context.Background(), t)
@@ -51,7 +52,7 @@ func TestUnpackWithoutDiffIDLabel(t *testing.T) {
 		"config diffID wrong":   {labels(lying), "image config says"},
 		"layer not in manifest": {labels(other.Digest), "is not in manifest"},
 		"manifest absent":       {labels(digest.FromString("absent")), "manifest"},
-		"manifest malformed":    {labels("sha256:xyz"), LabelManifestDigest},
+		"manifest malformed":    {labels("sha256:xyz"), snapshotters.TargetManifestDigestLabel},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

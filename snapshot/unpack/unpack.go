@@ -20,24 +20,13 @@ import (
 	snapshots "github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/archive"
 	"github.com/containerd/containerd/v2/pkg/archive/compression"
+	"github.com/containerd/containerd/v2/pkg/snapshotters"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry"
 	orasremote "oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
-)
-
-// Labels containerd puts on an unpack Prepare (through its image handler
-// wrappers) that say which layer of which image is being unpacked.
-const (
-	// LabelImageRef names the image (host/repository:tag or @digest).
-	LabelImageRef = "containerd.io/snapshot/cri.image-ref"
-	// LabelLayerDigest is the compressed digest of the layer blob.
-	LabelLayerDigest = "containerd.io/snapshot/cri.layer-digest"
-	// LabelManifestDigest names the platform manifest of the layer;
-	// containerd's image handler sets it for every client version.
-	LabelManifestDigest = "containerd.io/snapshot/cri.manifest-digest"
 )
 
 // stagingSuffix names the directory a layer is unpacked into, beside the
@@ -177,20 +166,20 @@ func applyLayer(ctx context.Context, dir string, r io.Reader, diffID digest.Dige
 // manifest, whose config gives it.
 func layerOf(labels map[string]string) (ref registry.Reference, layer, diffID, manifest digest.Digest, err error) {
 	var errs []error
-	ref, err = registry.ParseReference(labels[LabelImageRef])
+	ref, err = registry.ParseReference(labels[snapshotters.TargetRefLabel])
 	if err != nil {
-		errs = append(errs, fmt.Errorf("label %s: %w", LabelImageRef, err))
+		errs = append(errs, fmt.Errorf("label %s: %w", snapshotters.TargetRefLabel, err))
 	}
-	layer, err = digest.Parse(labels[LabelLayerDigest])
+	layer, err = digest.Parse(labels[snapshotters.TargetLayerDigestLabel])
 	if err != nil {
-		errs = append(errs, fmt.Errorf("label %s: %w", LabelLayerDigest, err))
+		errs = append(errs, fmt.Errorf("label %s: %w", snapshotters.TargetLayerDigestLabel, err))
 	}
-	if v, ok := labels[snapshots.LabelSnapshotDiffID]; ok || labels[LabelManifestDigest] == "" {
+	if v, ok := labels[snapshots.LabelSnapshotDiffID]; ok || labels[snapshotters.TargetManifestDigestLabel] == "" {
 		if diffID, err = digest.Parse(v); err != nil {
 			errs = append(errs, fmt.Errorf("label %s: %w", snapshots.LabelSnapshotDiffID, err))
 		}
-	} else if manifest, err = digest.Parse(labels[LabelManifestDigest]); err != nil {
-		errs = append(errs, fmt.Errorf("label %s (read for want of %s): %w", LabelManifestDigest, snapshots.LabelSnapshotDiffID, err))
+	} else if manifest, err = digest.Parse(labels[snapshotters.TargetManifestDigestLabel]); err != nil {
+		errs = append(errs, fmt.Errorf("label %s (read for want of %s): %w", snapshotters.TargetManifestDigestLabel, snapshots.LabelSnapshotDiffID, err))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return registry.Reference{}, "", "", "", fmt.Errorf("layer to unpack: %w", err)

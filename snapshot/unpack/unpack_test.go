@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	snapshots "github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/snapshotters"
 	"github.com/containerd/log/logtest"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
@@ -60,10 +61,10 @@ func pushLayer(t *testing.T, blob []byte, diffID digest.Digest) map[string]strin
 	reg := regtest.Start(t, regtest.KindDistribution)
 	desc := reg.PushBlob(t, "app", blob, "application/vnd.oci.image.layer.v1.tar+gzip")
 	return map[string]string{
-		LabelImageRef:                 reg.Host + "/app:latest",
-		LabelLayerDigest:              desc.Digest.String(),
-		snapshots.LabelSnapshotDiffID: diffID.String(),
-		snapshots.LabelSnapshotRef:    "layer",
+		snapshotters.TargetRefLabel:         reg.Host + "/app:latest",
+		snapshotters.TargetLayerDigestLabel: desc.Digest.String(),
+		snapshots.LabelSnapshotDiffID:       diffID.String(),
+		snapshots.LabelSnapshotRef:          "layer",
 	}
 }
 
@@ -119,10 +120,10 @@ func TestUnpackRejectsBadInput(t *testing.T) {
 	}{
 		"wrong diffID":      {with(snapshots.LabelSnapshotDiffID, digest.FromString("other").String()), "image config says"},
 		"no diffID":         {with(snapshots.LabelSnapshotDiffID, ""), snapshots.LabelSnapshotDiffID},
-		"no image ref":      {with(LabelImageRef, ""), LabelImageRef},
-		"malformed digest":  {with(LabelLayerDigest, "sha256:xyz"), LabelLayerDigest},
-		"layer not in repo": {with(LabelLayerDigest, digest.FromString("absent").String()), "resolve layer"},
-		"unreachable host":  {with(LabelImageRef, "127.0.0.1:1/app:latest"), "resolve layer"},
+		"no image ref":      {with(snapshotters.TargetRefLabel, ""), snapshotters.TargetRefLabel},
+		"malformed digest":  {with(snapshotters.TargetLayerDigestLabel, "sha256:xyz"), snapshotters.TargetLayerDigestLabel},
+		"layer not in repo": {with(snapshotters.TargetLayerDigestLabel, digest.FromString("absent").String()), "resolve layer"},
+		"unreachable host":  {with(snapshotters.TargetRefLabel, "127.0.0.1:1/app:latest"), "resolve layer"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
