@@ -7,17 +7,19 @@
 // Concepts:
 //   - A mount is assembled from parts other packages own: the zTOC comes
 //     from a ZtocSource (index/discover, wired in cmd), ranged access to
-//     the blob from a BlobOpener (fs/remote through RemoteBlobs), span
-//     fetching and verification from fs/span, the on-disk span cache from
-//     fs/cache, the file tree from fs/layer, background completion from
-//     fs/bgfetch. fs only orders the steps and owns the lifecycle.
+//     the blob from a BlobOpener (fs/remote through RemoteBlobs), kept as
+//     a remote.Live that fs/span reads directly, span fetching and
+//     verification from fs/span, the on-disk span cache from fs/cache, the
+//     file tree from fs/layer, background completion from fs/bgfetch. fs
+//     only orders the steps and owns the lifecycle.
 //   - Mount either leaves the layer mounted and recorded, or leaves nothing
 //     behind (no FUSE server, no span manager, no background job). Errors
 //     from the ZtocSource come back wrapped, unchanged underneath, so the
 //     snapshotter can test them for index.ErrNoIndex and index.ErrNoZtoc.
 //   - Check is cheap when the registry answered recently; otherwise it
-//     probes the registry by opening the blob again and, on success, swaps
-//     the new connection under the span manager (re-resolution).
+//     has the layer's remote.Live reprobe: open the blob again and, on
+//     success, swap the new connection under the span manager
+//     (re-resolution).
 //   - The span cache is shared by every layer and keyed by layer digest, so
 //     two mounts of one layer share spans and a restart keeps them warm;
 //     Unmount therefore does not delete a layer's cached spans (the cache's
@@ -38,11 +40,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/semaphore"
 
 	"github.com/ociseek/ociseek/fs/bgfetch"
 	"github.com/ociseek/ociseek/fs/cache"
 	"github.com/ociseek/ociseek/fs/layer"
+	"github.com/ociseek/ociseek/fs/remote"
 	"github.com/ociseek/ociseek/fs/span"
 	"github.com/ociseek/ociseek/ztoc"
 )
@@ -81,8 +83,8 @@ type FS struct {
 	sched   *bgfetch.Scheduler // nil when background fetch is off
 	spanMet *span.Metrics
 	met     *metrics
-	// fetchSem bounds range streams across layers; nil: unbounded.
-	fetchSem *semaphore.Weighted
+	// fetchLimit bounds range streams across layers; nil: unbounded.
+	fetchLimit *remote.FetchLimit
 
 	// mu guards layers and closed. A nil value in layers is a mount in
 	// progress: it reserves the mountpoint.
@@ -143,9 +145,7 @@ func New(root string, src ZtocSource, blobs BlobOpener, opts ...Opt) (*FS, error
 			return nil, fmt.Errorf("new file system: register fs metrics: %w", err)
 		}
 	}
-	if cfg.maxFetches > 0 {
-		f.fetchSem = semaphore.NewWeighted(int64(cfg.maxFetches))
-	}
+	f.fetchLimit = remote.NewFetchLimit(cfg.maxFetches)
 	if cfg.bgfetch != nil {
 		f.sched = bgfetch.New(*cfg.bgfetch)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/ociseek/ociseek/fs/layer"
+	"github.com/ociseek/ociseek/fs/remote"
 	"github.com/ociseek/ociseek/fs/span"
 	"github.com/ociseek/ociseek/ztoc"
 )
@@ -25,8 +26,8 @@ type mounted struct {
 	mountpoint string
 	ref        LayerRef
 	mgr        *span.Manager
-	files      *localFiles // nil when passthrough is off
-	blob       *liveBlob
+	files      *localFiles  // nil when passthrough is off
+	blob       *remote.Live // the read path: fs/span reads it directly
 	server     *fuse.Server
 	entries    int
 	dev        uint64 // st_dev of the mount's root, to notice it vanishing
@@ -144,7 +145,7 @@ func (f *FS) assemble(ctx context.Context, mp string, ref LayerRef) (*mounted, e
 
 // resolve finds the zTOC and opens the blob, within the mount timeout. It
 // fills in ref.Size from the zTOC when the labels did not give it.
-func (f *FS) resolve(ctx context.Context, ref *LayerRef) (*ztoc.Ztoc, *liveBlob, error) {
+func (f *FS) resolve(ctx context.Context, ref *LayerRef) (*ztoc.Ztoc, *remote.Live, error) {
 	if f.cfg.mountTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, f.cfg.mountTimeout)
@@ -164,11 +165,11 @@ func (f *FS) resolve(ctx context.Context, ref *LayerRef) (*ztoc.Ztoc, *liveBlob,
 		return nil, nil, fmt.Errorf("layer size %d (label) differs from the zTOC's archive size %d: %w",
 			ref.Size, z.CompressedArchiveSize, errdefs.ErrInvalidArgument)
 	}
-	br, err := f.blobs.OpenBlob(ctx, *ref)
+	blob, err := f.openLive(ctx, *ref)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open blob in %s: %w", ref.ImageRef, err)
 	}
-	return z, newLiveBlob(br, f.fetchSem, time.Now()), nil
+	return z, blob, nil
 }
 
 // serve builds the layer's tree and mounts it at m.mountpoint.
@@ -275,19 +276,17 @@ func (f *FS) Check(ctx context.Context, mountpoint string, _ map[string]string) 
 	}
 	m.checkMu.Lock()
 	defer m.checkMu.Unlock()
-	lastOK, lastErr := m.blob.health()
-	if m.mgr.Complete() || (lastErr == nil && time.Since(lastOK) < f.cfg.checkInterval) {
+	h := m.blob.Health()
+	if m.mgr.Complete() || (h.LastError == nil && time.Since(h.LastContact) < f.cfg.checkInterval) {
 		f.met.checks.WithLabelValues(checkRecent).Inc()
 		return nil
 	}
 	pctx, cancel := context.WithTimeout(ctx, f.cfg.checkTimeout)
 	defer cancel()
-	br, err := f.blobs.OpenBlob(pctx, m.ref)
-	if err != nil {
+	if err := m.blob.Reprobe(pctx); err != nil {
 		f.met.checks.WithLabelValues(checkFailed).Inc()
 		return fmt.Errorf("check %s: registry of layer %s unreachable: %w", m.mountpoint, m.ref.LayerDigest, err)
 	}
-	m.blob.swap(br, time.Now())
 	f.met.checks.WithLabelValues(checkProbed).Inc()
 	return nil
 }

@@ -77,7 +77,8 @@ func (f *FS) status(m *mounted) LayerStatus {
 	st := LayerStatus{Mountpoint: m.mountpoint, Layer: m.ref, Entries: m.entries,
 		Complete: m.mgr.Complete(), Failed: m.mgr.Failed(), MountedAt: m.mountedAt}
 	st.Fetched, st.Total = m.mgr.Progress()
-	st.LastContact, st.LastError = m.blob.health()
+	h := m.blob.Health()
+	st.LastContact, st.LastError = h.LastContact, h.LastError
 	if f.sched != nil {
 		if bs, err := f.sched.Status(m.mountpoint); err == nil {
 			st.Background = bs.Err

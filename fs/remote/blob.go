@@ -27,6 +27,14 @@
 //     RateWindow per attempt.
 //   - Redirects from HTTPS to plain HTTP are refused, and no error carries a
 //     URL's query string (pre-signed URLs are credentials).
+//   - A blob is named by its oras registry.Reference (OpenReference), parsed
+//     once by the caller; the registry host is ref.Host(), which maps the
+//     "docker.io" name to Docker Hub's API host.
+//   - A Live is what a mounted layer reads through: the current Blob, which
+//     Reprobe replaces by a freshly opened one (a containerd Check after an
+//     outage), the registry's Health (last contact, last failure since; a
+//     cancelled reader is no failure), and a slot of a FetchLimit shared by
+//     every layer for each open stream.
 //   - The caller's context reaches every HTTP request, so an interrupted
 //     FUSE read cancels its fetch.
 //   - The HTTP client is the caller's; NewTransport gives a transport fit
@@ -157,17 +165,30 @@ type Blob struct {
 }
 
 // Open prepares ranged reads of the blob dgst in repository ref
-// ("host[:port]/repository"). It probes the blob once (see the package
-// comment), so a missing blob, bad credentials or a wrong size fail here.
+// ("host[:port]/repository"). It is OpenReference for a caller holding the
+// repository as text (tests, tools).
 func Open(ctx context.Context, client Doer, ref string, dgst digest.Digest, opts Options) (*Blob, error) {
 	r, err := registry.ParseReference(ref)
 	if err != nil {
 		return nil, fmt.Errorf("open blob %s: %w", dgst, err)
 	}
-	if err := dgst.Validate(); err != nil {
-		return nil, fmt.Errorf("open blob %q: %w", dgst, err)
-	}
 	r.Reference = dgst.String()
+	return OpenReference(ctx, client, r, opts)
+}
+
+// OpenReference prepares ranged reads of the blob ref names: ref.Reference
+// is the blob's digest, and ref.Host() the registry asked (it maps
+// "docker.io" to Docker Hub's API host). It probes the blob once (see the
+// package comment), so a missing blob, bad credentials or a wrong size
+// fail here.
+func OpenReference(ctx context.Context, client Doer, ref registry.Reference, opts Options) (*Blob, error) {
+	dgst, err := ref.Digest()
+	if err != nil {
+		return nil, fmt.Errorf("open blob %q: %w", ref.Reference, err)
+	}
+	if err := ref.ValidateRepository(); err != nil {
+		return nil, fmt.Errorf("open blob %s: %w", dgst, err)
+	}
 	opts.setDefaults()
 	scheme := "https"
 	if opts.PlainHTTP {
@@ -175,8 +196,8 @@ func Open(ctx context.Context, client Doer, ref string, dgst digest.Digest, opts
 	}
 	b := &Blob{
 		client: guardRedirects(client),
-		ref:    r,
-		url:    fmt.Sprintf("%s://%s/v2/%s/blobs/%s", scheme, r.Host(), r.Repository, dgst),
+		ref:    ref,
+		url:    fmt.Sprintf("%s://%s/v2/%s/blobs/%s", scheme, ref.Host(), ref.Repository, dgst),
 		opts:   opts,
 	}
 	size, err := b.probe(ctx)
