@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -15,10 +14,11 @@ import (
 	"github.com/ociseek/ociseek/ztoc/gzipx"
 )
 
-// maxDeflateRatio bounds how many bytes one compressed byte can inflate to
+// MaxDeflateRatio bounds how many bytes one compressed byte can inflate to
 // (deflate's limit is about 1032:1); a span claiming more is malformed, and
-// the bound keeps a hostile zTOC from making InflateSpan allocate at will.
-const maxDeflateRatio = 1040
+// the bound keeps a hostile zTOC from making a span reader (InflateSpan,
+// fs/span) allocate at will.
+const MaxDeflateRatio = 1040
 
 // maxPresize is the largest span buffer allocated before its bytes arrive.
 const maxPresize = 64 << 20
@@ -135,7 +135,7 @@ func (z *Ztoc) InflateSpan(id SpanID, compressed []byte) ([]byte, error) {
 		return compressed, nil
 	}
 	n := s.UncompressedSize()
-	if n > maxDeflateRatio*int64(len(compressed)) {
+	if n > MaxDeflateRatio*int64(len(compressed)) {
 		return nil, fmt.Errorf("inflate span %d: %d compressed bytes cannot hold %d: %w", id, len(compressed), n, ErrInvalid)
 	}
 	r, err := gzipx.NewResumeReader(bytes.NewReader(compressed), s.Checkpoint.Bits, s.Checkpoint.Window)
@@ -150,7 +150,10 @@ func (z *Ztoc) InflateSpan(id SpanID, compressed []byte) ([]byte, error) {
 }
 
 // Reader reads the uncompressed tar of a layer through its spans, fetching
-// only the spans a read touches. It keeps the last span read, so reading a
+// only the spans a read touches. It trusts the zTOC's checkpoints: it is
+// the reference span decoder that tests and benchmarks compare fs/span
+// with, not a way to read untrusted layers (ociseek ztoc get-file reads
+// through VerifyStream instead). It keeps the last span read, so reading a
 // file front to back fetches each span once. It is safe for concurrent use.
 type Reader struct {
 	z     *Ztoc
@@ -169,12 +172,6 @@ func NewReader(z *Ztoc, f SpanFetcher) *Reader {
 		names[CleanName(z.TOC[i].Name)] = i
 	}
 	return &Reader{z: z, f: f, names: names, lastID: -1}
-}
-
-// CleanName returns the path a TOC name stands for in the layer's tree:
-// cleaned, relative, without a trailing slash ("" is the root).
-func CleanName(name string) string {
-	return path.Clean("/" + name)[1:]
 }
 
 // File returns the TOC entry named name (cleaned as CleanName does); when
@@ -239,42 +236,14 @@ func (r *Reader) span(ctx context.Context, id SpanID) ([]byte, error) {
 	return b, nil
 }
 
-// errNotRegular is wrapped by Open errors for entries without file data
-// (symlinks, directories, devices).
-var errNotRegular = errors.New("not a regular file")
-
 // Open returns a reader of the content of the regular file (or of the file
 // a hardlink names) called name.
 func (r *Reader) Open(ctx context.Context, name string) (io.Reader, *FileMetadata, error) {
-	m, err := r.resolve(name)
+	m, err := r.z.FileEntry(name)
 	if err != nil {
 		return nil, nil, err
 	}
 	return &fileReader{ctx: ctx, r: r, off: m.UncompressedOffset, end: m.UncompressedOffset + m.UncompressedSize}, m, nil
-}
-
-// resolve finds the entry for name, following hardlinks to their target.
-func (r *Reader) resolve(name string) (*FileMetadata, error) {
-	orig := name
-	for hops := 0; ; hops++ {
-		m, ok := r.File(name)
-		if !ok {
-			if hops > 0 {
-				return nil, fmt.Errorf("%s: hardlink target %s is not in the layer", orig, name)
-			}
-			return nil, fmt.Errorf("%s is not in the layer", name)
-		}
-		switch {
-		case m.Type == TypeReg:
-			return m, nil
-		case m.Type == TypeHardlink && hops < len(r.z.TOC):
-			name = m.Linkname
-		case m.Type == TypeSymlink:
-			return nil, fmt.Errorf("%s is a symlink to %s: %w", name, m.Linkname, errNotRegular)
-		default:
-			return nil, fmt.Errorf("%s is a %s: %w", name, m.Type, errNotRegular)
-		}
-	}
 }
 
 // fileReader reads [off, end) of the tar through a Reader.

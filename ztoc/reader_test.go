@@ -226,7 +226,7 @@ func TestReaderOpen(t *testing.T) {
 						t.Errorf("hardlink %s resolved to %s, want %s", name, m.Name, e.Linkname)
 					}
 				default:
-					if !errors.Is(err, errNotRegular) {
+					if !errors.Is(err, ErrNotRegular) {
 						t.Errorf("Open(%s %s): err = %v, want not-regular", e.Type, name, err)
 					}
 				}

@@ -11,13 +11,13 @@ import (
 
 const ztocGetFileHelp = `
 Write the content of the file PATH of a layer to standard output (or to -o
-FILE), reading only the spans of the layer blob that hold it, each checked
-against the span digests in the zTOC file ZTOC.
+FILE), as the zTOC file ZTOC places it in the layer file LAYER.
 
-Before reading, the whole layer is checked against the zTOC (see ztoc
-verify): span digests alone do not cover the checkpoints' windows or the
-file list, so a forged zTOC could otherwise make this print bytes that are
-not in the layer.
+The file is taken from one pass over the whole layer that also checks it
+against the zTOC (see ztoc verify): span digests alone do not cover the
+checkpoints' windows or the file list, so a forged zTOC could otherwise
+make this print bytes that are not in the layer. Nothing is written unless
+the whole layer matches.
 
 PATH is the file's name in the layer (a leading "/" or "./" is ignored).
 When the layer lists it more than once, the last entry wins, as on
@@ -45,30 +45,49 @@ func runZtocGetFile(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return fmt.Errorf("ztoc get-file: %w", err)
 	}
-	// The layer is a local file, so a full pass is cheap; it is what
-	// proves the windows and TOC the reader trusts are the layer's own.
-	if err := verifyLayerFile(ctx, *layer, z); err != nil {
-		return fmt.Errorf("ztoc get-file: %w", err)
-	}
-	blob, err := os.Open(*layer)
+	entry, err := z.FileEntry(pos[1])
 	if err != nil {
 		return fmt.Errorf("ztoc get-file: %w", err)
 	}
-	defer blob.Close()
-	if err := checkBlobSize(blob, z); err != nil {
+	// The file's bytes are collected while the pass verifies the layer
+	// and written out only once all of it matched.
+	tmp, err := os.CreateTemp("", "ociseek-get-file-*")
+	if err != nil {
 		return fmt.Errorf("ztoc get-file: %w", err)
 	}
-	r, _, err := ztoc.NewReader(z, ztoc.NewFileFetcher(blob)).Open(ctx, pos[1])
-	if err != nil {
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	if err := streamLayerFile(ctx, *layer, z, fileCollector(z, entry, tmp)); err != nil {
+		return fmt.Errorf("ztoc get-file: %w", err)
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("ztoc get-file: %w", err)
 	}
 	if *out != "" {
-		return copyToFile(*out, r)
+		return copyToFile(*out, tmp)
 	}
-	if _, err := io.Copy(stdout, r); err != nil {
+	if _, err := io.Copy(stdout, tmp); err != nil {
 		return fmt.Errorf("ztoc get-file %s: %w", pos[1], err)
 	}
 	return nil
+}
+
+// fileCollector returns an onSpan for ztoc.VerifyStream that writes the
+// bytes of entry's data found in each span to w.
+func fileCollector(z *ztoc.Ztoc, entry *ztoc.FileMetadata, w io.Writer) func(ztoc.SpanID, []byte) error {
+	start, end := entry.UncompressedOffset, entry.UncompressedOffset+entry.UncompressedSize
+	return func(id ztoc.SpanID, data []byte) error {
+		s, err := z.Span(id)
+		if err != nil {
+			return err
+		}
+		lo, hi := max(start, s.UncompressedStart), min(end, s.UncompressedStart+int64(len(data)))
+		if lo >= hi {
+			return nil
+		}
+		_, err = w.Write(data[lo-s.UncompressedStart : hi-s.UncompressedStart])
+		return err
+	}
 }
 
 // checkBlobSize catches the commonest mistake (a zTOC given with the wrong

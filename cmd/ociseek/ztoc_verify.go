@@ -49,6 +49,12 @@ func runZtocVerify(ctx context.Context, args []string, stdout, stderr io.Writer)
 
 // verifyLayerFile runs ztoc.VerifyStream over the layer file at path.
 func verifyLayerFile(ctx context.Context, path string, z *ztoc.Ztoc) error {
+	return streamLayerFile(ctx, path, z, nil)
+}
+
+// streamLayerFile runs ztoc.VerifyStream over the layer file at path,
+// handing each verified span's bytes to onSpan (which may be nil).
+func streamLayerFile(ctx context.Context, path string, z *ztoc.Ztoc, onSpan func(ztoc.SpanID, []byte) error) error {
 	blob, err := os.Open(path)
 	if err != nil {
 		return err
@@ -57,7 +63,7 @@ func verifyLayerFile(ctx context.Context, path string, z *ztoc.Ztoc) error {
 	if err := checkBlobSize(blob, z); err != nil {
 		return err
 	}
-	if err := ztoc.VerifyStream(ctx, bufio.NewReaderSize(blob, 256<<10), z, nil); err != nil {
+	if err := ztoc.VerifyStream(ctx, bufio.NewReaderSize(blob, 256<<10), z, onSpan); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
