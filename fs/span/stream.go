@@ -41,10 +41,6 @@ const prefixSlack = 16 << 10
 // it even if every reader has gone.
 const restDelay = 20 * time.Millisecond
 
-// maxDeflateRatio bounds how many bytes deflate can produce per compressed
-// byte (1032:1 plus block overhead); a span claiming more is refused before
-// anything is inflated.
-const maxDeflateRatio = 1040
 
 // fetchInto streams f's compressed bytes into f.comp, hashing them as they
 // arrive, and checks the span digest at the end. The transfer ending early
@@ -211,7 +207,7 @@ func (f *flight) produce(pos int64) {
 func (m *Manager) inflateInto(f *flight) error {
 	s := f.span
 	n := int64(len(f.data))
-	if n > maxDeflateRatio*s.CompressedSize() {
+	if n > ztoc.MaxDeflateRatio*s.CompressedSize() {
 		return fmt.Errorf("%d compressed bytes cannot hold %d: %w", s.CompressedSize(), n, ztoc.ErrInvalid)
 	}
 	r, err := gzipx.NewResumeReader(&arrivingReader{f: f}, s.Checkpoint.Bits, s.Checkpoint.Window)
