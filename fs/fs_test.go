@@ -262,9 +262,16 @@ func TestCheckAlwaysProbes(t *testing.T) {
 	if err := f.Check(ctx, mp, img.criLabels()); err == nil {
 		t.Fatal("check with the registry stopped succeeded")
 	}
+	// No read failed: the failed probe itself is the registry error shown.
+	if st, _ := f.Status(mp); st.LastError == nil {
+		t.Error("status after a failed probe shows no registry error")
+	}
 	reg.Restart()
 	if err := f.Check(ctx, mp, img.criLabels()); err != nil {
 		t.Fatalf("check after restart: %v", err)
+	}
+	if st, _ := f.Status(mp); st.LastError != nil {
+		t.Errorf("status after a successful probe still shows %v", st.LastError)
 	}
 }
 
