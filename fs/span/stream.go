@@ -41,7 +41,6 @@ const prefixSlack = 16 << 10
 // it even if every reader has gone.
 const restDelay = 20 * time.Millisecond
 
-
 // fetchInto streams f's compressed bytes into f.comp, hashing them as they
 // arrive, and checks the span digest at the end. The transfer ending early
 // or the digest not matching is published to the inflater and returned.
