@@ -52,7 +52,8 @@ func TestBlobReadsRetryOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		blobs := remoteBlobs(cfg, client, func(string) bool { return true })
+		cfg.Registry.PlainHTTP = []string{host}
+		blobs := lazyOptions(cfg, client).Blobs()
 		requests.Store(0)
 		_, err = blobs.OpenBlob(context.Background(), fs.LayerRef{ImageRef: host + "/app:1", LayerDigest: digest.FromString("layer")})
 		if !errors.Is(err, remote.ErrStatus) {

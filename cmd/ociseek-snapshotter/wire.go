@@ -12,18 +12,15 @@ import (
 
 	"github.com/containerd/containerd/v2/plugins/snapshots/overlay/overlayutils"
 	"github.com/containerd/log"
+	"github.com/ociseek/ociseek/cmd/internal/lazyfs"
 	"github.com/ociseek/ociseek/config"
 	"github.com/ociseek/ociseek/fs"
-	"github.com/ociseek/ociseek/fs/bgfetch"
 	"github.com/ociseek/ociseek/fs/cache"
-	"github.com/ociseek/ociseek/fs/layer"
 	"github.com/ociseek/ociseek/fs/remote"
-	"github.com/ociseek/ociseek/fs/span"
 	"github.com/ociseek/ociseek/index"
 	"github.com/ociseek/ociseek/index/discover"
 	"github.com/ociseek/ociseek/snapshot"
 	"github.com/ociseek/ociseek/snapshot/unpack"
-	"github.com/ociseek/ociseek/ztoc"
 	"github.com/prometheus/client_golang/prometheus"
 	orasremote "oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
@@ -137,12 +134,47 @@ func (d *service) shutdown(ctx context.Context, unmount bool) error {
 	return errors.Join(errs...)
 }
 
-// newFileSystem returns the file system that mounts layers lazily: fs
-// over index/discover (zTOCs) and fs/remote (blobs), both through client.
+// newFileSystem returns the file system that mounts layers lazily (built by
+// lazyfs, as for "ociseek mount"): zTOCs through index/discover and blobs
+// through fs/remote, both through client. The range reads use it without
+// the retry transport: fs/remote retries ranges itself, knowing partial
+// progress, and a second layer under it multiplied the requests (6 per
+// attempt against a failing registry), so that max_retries bounded nothing.
 func newFileSystem(cfg *config.Config, client *auth.Client, reg prometheus.Registerer, userXattr bool) (*fs.FS, error) {
+	return lazyfs.New(lazyOptions(cfg, client), fsOptions(cfg, reg, userXattr)...)
+}
+
+// lazyOptions turns the configuration into the values lazyfs builds the
+// file system from.
+func lazyOptions(cfg *config.Config, client *auth.Client) lazyfs.Options {
 	// One plain-HTTP policy for every registry client of the daemon.
 	plainHTTP := plainHTTPPolicy(cfg)
-	disc := discover.New(discover.Options{
+	o := lazyfs.Options{
+		Root:           filepath.Join(cfg.Daemon.Root, "fs"),
+		Discover:       discoverOptions(cfg, client, plainHTTP),
+		RangeClient:    withoutRetries(client),
+		PlainHTTP:      plainHTTP,
+		Fetch:          fetchOptions(cfg.Fetch),
+		DeferredVerify: cfg.Fetch.Verify == config.VerifyDeferred,
+		CacheDir:       cmp.Or(cfg.Cache.Dir, filepath.Join(cfg.Daemon.Root, "cache")),
+		Mount:          lazyfs.MountOptions{CacheTimeout: cfg.FUSE.CacheTimeout.Duration, Debug: cfg.FUSE.Debug},
+	}
+	if cfg.BackgroundFetch.Enable {
+		o.Background = &lazyfs.BackgroundOptions{
+			QuietPeriod:    cfg.BackgroundFetch.SilencePeriod.Duration,
+			BytesPerSecond: float64(cfg.BackgroundFetch.MaxBytesPerSecond),
+			RetryDelay:     cfg.BackgroundFetch.RetryDelay.Duration,
+			MaxDeferral:    cfg.BackgroundFetch.MaxDeferral.Duration,
+			StepTimeout:    cfg.BackgroundFetch.StepTimeout.Duration,
+		}
+	}
+	return o
+}
+
+// discoverOptions turns [discovery] into index/discover's options; its
+// repositories reach registries through client.
+func discoverOptions(cfg *config.Config, client *auth.Client, plainHTTP func(string) bool) discover.Options {
+	return discover.Options{
 		NewRepository: func(name string) (*orasremote.Repository, error) {
 			repo, err := orasremote.NewRepository(name)
 			if err != nil {
@@ -162,22 +194,11 @@ func newFileSystem(cfg *config.Config, client *auth.Client, reg prometheus.Regis
 		MaxZtocEntries: int(zeroIsNoBound(cfg.Discovery.MaxZtocEntries)),
 		MaxZtocSpans:   int(zeroIsNoBound(cfg.Discovery.MaxZtocSpans)),
 		ZtocBudget:     zeroIsNoBound(cfg.Discovery.ZtocMemoryBudget),
-	})
-	blobs := remoteBlobs(cfg, client, plainHTTP)
-	fsys, err := fs.New(filepath.Join(cfg.Daemon.Root, "fs"), ztocSource{disc}, blobs, fsOptions(cfg, reg, userXattr)...)
-	if err != nil {
-		return nil, fmt.Errorf("start lazy file system: %w", err)
 	}
-	return fsys, nil
 }
 
-// remoteBlobs is fs/remote as the lazy file system's blob opener, with the
-// [fetch] limits. Its client is the shared one minus the retry transport:
-// fs/remote retries ranges itself, knowing partial progress, and a second
-// layer under it multiplied the requests (6 per attempt against a failing
-// registry), so that max_retries bounded nothing.
-func remoteBlobs(cfg *config.Config, client *auth.Client, plainHTTP func(string) bool) fs.RemoteBlobs {
-	f := cfg.Fetch
+// fetchOptions turns [fetch] into fs/remote's range-read limits.
+func fetchOptions(f config.Fetch) lazyfs.FetchOptions {
 	// fs/remote reads a zero option as "its default"; in the file, zero
 	// means none.
 	maxRetries, minRate := f.MaxRetries, f.MinBytesPerSecond
@@ -187,7 +208,7 @@ func remoteBlobs(cfg *config.Config, client *auth.Client, plainHTTP func(string)
 	if minRate == 0 {
 		minRate = -1
 	}
-	return fs.RemoteBlobs{Client: withoutRetries(client), PlainHTTP: plainHTTP, Options: remote.Options{
+	return lazyfs.FetchOptions{
 		RequestTimeout: f.RequestTimeout.Duration,
 		MaxRetries:     maxRetries,
 		MinBackoff:     f.MinRetryWait.Duration,
@@ -195,7 +216,7 @@ func remoteBlobs(cfg *config.Config, client *auth.Client, plainHTTP func(string)
 		MaxRetryAfter:  f.MaxRetryAfter.Duration,
 		MinRate:        minRate,
 		RateWindow:     f.MinRateWindow.Duration,
-	}}
+	}
 }
 
 // withoutRetries returns client without its retry transport. The copy
@@ -210,44 +231,19 @@ func withoutRetries(client *auth.Client) *auth.Client {
 	return &c
 }
 
-// fsOptions turns the configuration into the lazy file system's options.
+// fsOptions are the lazy file system's options only the daemon sets.
 func fsOptions(cfg *config.Config, reg prometheus.Registerer, userXattr bool) []fs.Opt {
 	opts := []fs.Opt{
 		fs.WithRegisterer(reg),
 		fs.WithMountTimeout(cfg.FUSE.MountTimeout.Duration),
 		fs.WithPassthrough(cfg.FUSE.Passthrough),
 		fs.WithMaxFetches(cfg.Fetch.MaxConcurrency),
-		fs.WithMountOptions(layer.MountOptions{CacheTimeout: cfg.FUSE.CacheTimeout.Duration, Debug: cfg.FUSE.Debug}),
 		fs.WithCacheOptions(cache.WithMaxBytes(cacheBytes(cfg.Cache.MaxBytes))),
-		fs.WithCacheDir(cmp.Or(cfg.Cache.Dir, filepath.Join(cfg.Daemon.Root, "cache"))),
-		// One buffer pool for the spans of every layer: reusing buffers
-		// saves the page faults and zeroing of a fresh span each time.
-		fs.WithSpanOptions(span.Options{Verify: verifyMode(cfg.Fetch.Verify), Buffers: span.NewBufferPool()}),
-		// A layer whose zTOC failed verification before is not mounted
-		// from it again; the snapshotter unpacks it (ztoc-rejected).
-		fs.WithRejectedError(index.ErrZtocRejected),
-	}
-	if cfg.BackgroundFetch.Enable {
-		opts = append(opts, fs.WithBackgroundFetch(bgfetch.Options{
-			QuietPeriod:    cfg.BackgroundFetch.SilencePeriod.Duration,
-			BytesPerSecond: float64(cfg.BackgroundFetch.MaxBytesPerSecond),
-			RetryDelay:     cfg.BackgroundFetch.RetryDelay.Duration,
-			MaxDeferral:    cfg.BackgroundFetch.MaxDeferral.Duration,
-			StepTimeout:    cfg.BackgroundFetch.StepTimeout.Duration,
-		}))
 	}
 	if userXattr {
 		opts = append(opts, fs.WithUserXattr())
 	}
 	return opts
-}
-
-// verifyMode maps fetch.verify (validated by config) to the span option.
-func verifyMode(v string) span.VerifyMode {
-	if v == config.VerifyDeferred {
-		return span.VerifyDeferred
-	}
-	return span.VerifyStrict
 }
 
 // lazyFS is fs.FS as the snapshotter's FileSystem. An unpack without image
@@ -281,15 +277,6 @@ func zeroIsNoBound(n int64) int64 {
 		return -1
 	}
 	return n
-}
-
-// ztocSource adapts index/discover to fs.ZtocSource (fs may not import
-// index packages; they meet here).
-type ztocSource struct{ d *discover.Discoverer }
-
-// Lookup implements fs.ZtocSource.
-func (s ztocSource) Lookup(ctx context.Context, l fs.LayerRef) (*ztoc.Ztoc, error) {
-	return s.d.LayerZtoc(ctx, l.ImageRef, l.ManifestDigest, l.IndexDigest, l.LayerDigest)
 }
 
 // noIndexFS is the FileSystem with lazy loading off: no image has an index.
@@ -327,7 +314,7 @@ func newAuthClient(cfg *config.Config) (*auth.Client, error) {
 		// host, so every further request would dial again).
 		// The retry transport is for discovery and unpack, which have no
 		// retries of their own; lazy range reads use the client without it
-		// (remoteBlobs). Redirects from HTTPS to plain HTTP are refused for
+		// (lazyOptions). Redirects from HTTPS to plain HTTP are refused for
 		// all: they would send pre-signed URLs and layers in clear text.
 		Client: &http.Client{
 			Transport:     retry.NewTransport(remote.NewTransport()),

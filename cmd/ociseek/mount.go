@@ -12,13 +12,10 @@ import (
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry"
 
+	"github.com/ociseek/ociseek/cmd/internal/lazyfs"
 	"github.com/ociseek/ociseek/fs"
-	"github.com/ociseek/ociseek/fs/bgfetch"
-	"github.com/ociseek/ociseek/fs/layer"
-	"github.com/ociseek/ociseek/fs/span"
 	"github.com/ociseek/ociseek/index/build"
 	"github.com/ociseek/ociseek/index/discover"
-	"github.com/ociseek/ociseek/ztoc"
 )
 
 const mountDescription = `
@@ -161,27 +158,28 @@ func mountAndServe(ctx context.Context, rf *registryFlags, mf mountFlags, ref fs
 	return nil
 }
 
-// newMountFS builds the file system of one CLI mount: discovery through
-// index/discover, blobs through fs/remote, both with the CLI's credentials.
+// newMountFS builds the file system of one CLI mount with lazyfs, as the
+// daemon builds its own: discovery through index/discover, blobs through
+// fs/remote, both with the CLI's credentials, the range reads without
+// retries of the client's own (fs/remote retries each range).
 func newMountFS(rf *registryFlags, mf mountFlags, root string) (*fs.FS, error) {
 	client, err := rf.authClient()
 	if err != nil {
 		return nil, err
 	}
-	src := discoverSource{d: discover.New(discover.Options{NewRepository: rf.factory})}
-	blobs := fs.RemoteBlobs{Client: withoutRetries(client), PlainHTTP: rf.plainHTTPFor}
-	so := span.Options{}
-	if mf.deferred {
-		so.Verify = span.VerifyDeferred
-	}
-	opts := []fs.Opt{fs.WithSpanOptions(so), fs.WithMountOptions(layerMountOptions(mf))}
-	if mf.cacheDir != "" {
-		opts = append(opts, fs.WithCacheDir(mf.cacheDir))
+	o := lazyfs.Options{
+		Root:           root,
+		Discover:       discover.Options{NewRepository: rf.factory},
+		RangeClient:    withoutRetries(client),
+		PlainHTTP:      rf.plainHTTPFor,
+		DeferredVerify: mf.deferred,
+		CacheDir:       mf.cacheDir,
+		Mount:          layerMountOptions(mf),
 	}
 	if mf.background {
-		opts = append(opts, fs.WithBackgroundFetch(bgfetch.Options{}))
+		o.Background = &lazyfs.BackgroundOptions{}
 	}
-	return fs.New(root, src, blobs, opts...)
+	return lazyfs.New(o)
 }
 
 // layerMountOptions are the FUSE options of a CLI mount: always nosuid and
@@ -189,15 +187,6 @@ func newMountFS(rf *registryFlags, mf mountFlags, root string) (*fs.FS, error) {
 // setuid bits and devices because containers run from them; here nothing
 // does, and a setuid-root file of an untrusted image run from the
 // mountpoint would give whoever runs it root.
-func layerMountOptions(mf mountFlags) layer.MountOptions {
-	return layer.MountOptions{Debug: mf.debug, NoSetuid: true, OwnerOnly: !mf.allowOther}
-}
-
-// discoverSource adapts index/discover to fs.ZtocSource: fs may not import
-// index packages, so the two meet here.
-type discoverSource struct{ d *discover.Discoverer }
-
-// Lookup implements fs.ZtocSource.
-func (s discoverSource) Lookup(ctx context.Context, l fs.LayerRef) (*ztoc.Ztoc, error) {
-	return s.d.LayerZtoc(ctx, l.ImageRef, l.ManifestDigest, l.IndexDigest, l.LayerDigest)
+func layerMountOptions(mf mountFlags) lazyfs.MountOptions {
+	return lazyfs.MountOptions{Debug: mf.debug, NoSetuid: true, OwnerOnly: !mf.allowOther}
 }
