@@ -107,3 +107,23 @@ func TestImportDirection(t *testing.T) {
 		}
 	}
 }
+
+// TestCLIReachesFSThroughLazyfs pins the CLI's row: "ociseek mount" builds
+// its file system with cmd/internal/lazyfs, as the daemon does, so the CLI
+// has no reason to reach into fs's subpackages.
+func TestCLIReachesFSThroughLazyfs(t *testing.T) {
+	rules, ok := rule("cmd/ociseek")
+	if !ok {
+		t.Fatal("cmd/ociseek has no row in the layering table")
+	}
+	for _, dep := range []string{"fs/span", "fs/bgfetch", "fs/layer", "fs/remote", "fs/cache", "snapshot/unpack"} {
+		if permitted(rules, dep) {
+			t.Errorf("cmd/ociseek may import %s; it should go through cmd/internal/lazyfs", dep)
+		}
+	}
+	for _, dep := range []string{"cmd/internal/lazyfs", "fs"} {
+		if !permitted(rules, dep) {
+			t.Errorf("cmd/ociseek may not import %s", dep)
+		}
+	}
+}
