@@ -7,7 +7,7 @@ import (
 
 	"github.com/containerd/containerd/v2/pkg/snapshotters"
 	"github.com/containerd/errdefs"
-	"github.com/ociseek/ociseek/label"
+	"github.com/ociseek/ociseek/internal/label"
 	"github.com/opencontainers/go-digest"
 	"oras.land/oras-go/v2/registry"
 )

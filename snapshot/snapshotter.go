@@ -42,7 +42,7 @@ import (
 	"github.com/containerd/containerd/v2/plugins/snapshots/overlay/overlayutils"
 	"github.com/containerd/continuity/fs"
 	"github.com/containerd/log"
-	"github.com/ociseek/ociseek/label"
+	"github.com/ociseek/ociseek/internal/label"
 	"github.com/prometheus/client_golang/prometheus"
 )
 

@@ -17,7 +17,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote/credentials"
 
-	"github.com/ociseek/ociseek/label"
+	"github.com/ociseek/ociseek/internal/label"
 )
 
 const pullDescription = `

@@ -10,7 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/ociseek/ociseek/label"
+	"github.com/ociseek/ociseek/internal/label"
 )
 
 // manifestChildren is what containerd's children handler returns for an

@@ -20,13 +20,13 @@ var allowed = map[string][]string{
 	// The daemon wires everything; the CLI sees fs only through lazyfs,
 	// the one construction of the lazy file system both binaries share.
 	"cmd/ociseek-snapshotter": {"..."},
-	"cmd/ociseek":             {"cmd/internal/lazyfs", "fs", "index", "index/discover", "index/build", "label", "snapshot", "ztoc"},
+	"cmd/ociseek":             {"cmd/internal/lazyfs", "fs", "index", "index/discover", "index/build", "internal/label", "snapshot", "ztoc"},
 	"cmd/internal/lazyfs":     {"fs", "fs/...", "index", "index/discover", "ztoc"},
 	"integration/...":         {"integration/...", "ztoc/ztoctest", "internal/...", "index", "ztoc"},
 	"internal/...":            {"..."},
-	"snapshot":                {"index", "label"},
+	"snapshot":                {"index", "internal/label"},
 	"snapshot/unpack":         {},
-	"fs":                      {"fs/layer", "fs/span", "fs/remote", "fs/cache", "fs/bgfetch", "ztoc", "label"},
+	"fs":                      {"fs/layer", "fs/span", "fs/remote", "fs/cache", "fs/bgfetch", "ztoc", "internal/label"},
 	"fs/layer":                {"ztoc"},
 	"fs/span":                 {"ztoc", "ztoc/gzipx"},
 	"fs/remote":               {"internal/redact"},
@@ -40,7 +40,6 @@ var allowed = map[string][]string{
 	"ztoc/gzipx":              {},
 	"ztoc/ztoctest":           {"ztoc", "ztoc/fbs", "ztoc/gzipx"},
 	"config":                  {},
-	"label":                   {},
 }
 
 func rule(pkg string) ([]string, bool) {
