@@ -295,22 +295,33 @@ func (s *Scheduler) pick() (*entry, time.Duration) {
 	defer s.mu.Unlock()
 	now := time.Now()
 	quiet := s.lastFg.Add(s.opts.QuietPeriod).Sub(now)
-	if s.active > 0 || quiet > 0 {
-		return s.pickOverdue(now, quiet)
+	if s.active == 0 && quiet <= 0 {
+		return s.nextRunnable(0, func(e *entry) time.Duration { return e.retryAt.Sub(now) })
 	}
-	var soonest time.Duration
+	// Foreground reads hold the node busy (quiet > 0 is how long until it
+	// counts as quiet again; 0 with reads in progress): only layers held
+	// back longer than MaxDeferral may step, and only at half duty.
+	if wait := s.notBefore.Sub(now); wait > 0 {
+		return nil, soonestOf(quiet, wait)
+	}
+	return s.nextRunnable(quiet, func(e *entry) time.Duration {
+		return max(e.addedAt.Add(s.opts.MaxDeferral).Sub(now), e.retryAt.Sub(now))
+	})
+}
+
+// nextRunnable walks the layers round robin from s.next and returns the
+// first one not done whose wait (how long until it may step) is over, or
+// the shortest wait among them and soonest. The caller holds s.mu.
+func (s *Scheduler) nextRunnable(soonest time.Duration, wait func(*entry) time.Duration) (*entry, time.Duration) {
 	for range s.order {
 		s.next %= len(s.order)
-		id := s.order[s.next]
+		e := s.layers[s.order[s.next]]
 		s.next++
-		e := s.layers[id]
 		if e.done {
 			continue
 		}
-		if d := e.retryAt.Sub(now); d > 0 {
-			if soonest == 0 || d < soonest {
-				soonest = d
-			}
+		if d := wait(e); d > 0 {
+			soonest = soonestOf(soonest, d)
 			continue
 		}
 		return e, 0
@@ -318,36 +329,14 @@ func (s *Scheduler) pick() (*entry, time.Duration) {
 	return nil, soonest
 }
 
-// pickOverdue is pick while foreground reads hold the node busy (quiet > 0
-// is how long until it counts as quiet again; 0 with reads in progress):
-// only layers held back longer than MaxDeferral may step, and only at half
-// duty. The caller holds s.mu.
-func (s *Scheduler) pickOverdue(now time.Time, quiet time.Duration) (*entry, time.Duration) {
-	soonest := quiet
-	consider := func(d time.Duration) {
-		if d > 0 && (soonest <= 0 || d < soonest) {
-			soonest = d
-		}
+// soonestOf returns the shorter of two positive waits; a wait ≤ 0 means
+// "none" and is ignored.
+func soonestOf(a, b time.Duration) time.Duration {
+	switch {
+	case a <= 0:
+		return b
+	case b <= 0:
+		return a
 	}
-	if wait := s.notBefore.Sub(now); wait > 0 {
-		consider(wait)
-		return nil, soonest
-	}
-	for range s.order {
-		s.next %= len(s.order)
-		id := s.order[s.next]
-		s.next++
-		e := s.layers[id]
-		if e.done {
-			continue
-		}
-		overdue := e.addedAt.Add(s.opts.MaxDeferral).Sub(now)
-		retry := e.retryAt.Sub(now)
-		if overdue > 0 || retry > 0 {
-			consider(max(overdue, retry))
-			continue
-		}
-		return e, 0
-	}
-	return nil, soonest
+	return min(a, b)
 }
