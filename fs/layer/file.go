@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/containerd/log"
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -37,7 +38,24 @@ type fileNode struct {
 	fuseOpens int      // handles read through this process
 	openLocal int      // handles offered for passthrough
 	local     *os.File // while openLocal > 0: the bytes on local disk, shared by those handles
+	// fuseClosed is when the last handle read through this process was
+	// released. go-fuse (v2.12.1, rawBridge.Release) drops a passthrough
+	// reference of the node after our Release returns, for every handle,
+	// passthrough or not: a passthrough open right after a FUSE-mode
+	// release could have its backing file unregistered under it, and the
+	// next passthrough open would then register a second one, which the
+	// kernel refuses (EIO). So passthrough waits passthroughSettle after
+	// the last FUSE-mode release.
+	fuseClosed time.Time
 }
+
+// passthroughSettle is how long after a FUSE-mode handle's release the file
+// is not offered for passthrough (see fileNode.fuseClosed). go-fuse's
+// bookkeeping finishes microseconds after our Release returns; the margin
+// covers a descheduled goroutine on a loaded node. A file opened through
+// FUSE more often than this stays in FUSE mode, served from the page cache
+// (FOPEN_KEEP_CACHE).
+const passthroughSettle = 100 * time.Millisecond
 
 var (
 	_ = (fusefs.NodeOpener)((*fileNode)(nil))
@@ -76,7 +94,7 @@ func (n *fileNode) openHandle(ctx context.Context) *handle {
 	n.openMu.Lock()
 	defer n.openMu.Unlock()
 	h := &handle{node: n}
-	if n.openLocal == 0 && n.fuseOpens == 0 {
+	if n.openLocal == 0 && n.fuseOpens == 0 && time.Since(n.fuseClosed) > passthroughSettle {
 		n.local = n.localFile(ctx)
 	}
 	if n.local != nil && n.fuseOpens == 0 {
@@ -113,6 +131,7 @@ func (n *fileNode) closeHandle(h *handle) {
 	defer n.openMu.Unlock()
 	if h.local == nil {
 		n.fuseOpens--
+		n.fuseClosed = time.Now()
 		return
 	}
 	h.local = nil

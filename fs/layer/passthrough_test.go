@@ -97,7 +97,7 @@ func awaitPassthrough(t *testing.T, path string) *os.File {
 		if time.Now().After(deadline) {
 			t.Fatal("no open served by passthrough after every other handle closed")
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(2 * passthroughSettle) // a FUSE-mode close defers passthrough
 	}
 }
 
