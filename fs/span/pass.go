@@ -102,7 +102,12 @@ func (m *Manager) passStep(ctx context.Context, p passState) (int64, bool, error
 	// Write returns once the verifier consumed every byte (it checks them
 	// and caches the spans they complete meanwhile), or with its error.
 	if _, werr := p.pipe.Write(buf); werr != nil {
-		return int64(len(buf)), true, m.passVerdict(ctx, p)
+		err := m.passVerdict(ctx, p)
+		if err == nil { // the verifier ended without a verdict
+			err = fmt.Errorf("completion pass stopped early: %w", werr)
+			m.stopPass()
+		}
+		return int64(len(buf)), m.Failed() != nil, err
 	}
 	m.mu.Lock()
 	m.pass.fed = end
