@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"testing"
 	"time"
 
@@ -206,5 +207,51 @@ func TestPassCompletesHonestLayer(t *testing.T) {
 	}
 	if fetched, total := m.Progress(); fetched != total {
 		t.Errorf("progress %d/%d after completion", fetched, total)
+	}
+}
+
+// flakyBlob fails every other range request, as a registry that drops
+// connections does.
+type flakyBlob struct {
+	memBlob
+	calls int
+}
+
+func (b *flakyBlob) FetchRange(ctx context.Context, start, end int64) (io.ReadCloser, error) {
+	b.calls++
+	if b.calls%2 == 1 {
+		return nil, errors.New("connection reset (test)")
+	}
+	return b.memBlob.FetchRange(ctx, start, end)
+}
+
+// TestPassResumesAfterNetworkErrors: a failed fetch leaves the pass where
+// it was (a transient error, not done); the next steps go on from there
+// and the layer completes, verified, with no byte fed twice.
+func TestPassResumesAfterNetworkErrors(t *testing.T) {
+	layer := scriptsLayer(t, 400) // several 4 MiB pass chunks
+	z := buildZtoc(t, layer, 64<<10, nil)
+	blob := &flakyBlob{memBlob: memBlob(layer)}
+	m, err := New(z, blob, newMemCache(), Options{LayerDigest: digest.FromBytes(layer)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	failures := 0
+	for range 1000 {
+		_, done, err := m.FetchNext(context.Background())
+		if err != nil && !done {
+			failures++
+			continue
+		}
+		if err != nil {
+			t.Fatalf("completion failed: %v", err)
+		}
+		if done {
+			break
+		}
+	}
+	if !m.Complete() || m.Failed() != nil || failures == 0 {
+		t.Fatalf("complete=%v failed=%v after %d transient failures", m.Complete(), m.Failed(), failures)
 	}
 }
