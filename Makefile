@@ -101,10 +101,10 @@ fuzz:
 
 # demo: the main job end to end on built-in defaults (root; installs the
 # Debian packages it needs): builds in parallel only what it starts (ociseek,
-# containerd with ctr and the runc shim, olareg; about 3-5 min the first
-# time, seconds after), then registry, containerd, the snapshotter, a lazily
-# started container, the same image with a full pull, and the comparison
-# line at the end.
+# containerd with ctr and the runc shim, olareg; 5-6 min on an idle 2-core
+# machine the first time, seconds after), then registry, containerd, the
+# snapshotter, a lazily started container, the same image with a full pull,
+# and the comparison line at the end.
 demo:
 	GO="$(GO)" BIN="$(BIN)" MAKE="$(MAKE)" sh scripts/demo.sh
 

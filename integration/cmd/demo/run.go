@@ -41,10 +41,17 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) (err error
 	}
 	c := &cleanups{log: stderr}
 	defer func() {
-		c.failed = err != nil
+		// ^C is no failure to inspect: stop, unmount and remove everything.
+		interrupted := ctx.Err() != nil
+		c.failed = err != nil && !interrupted
 		c.run()
-		if err == nil {
+		if interrupted {
+			err = fmt.Errorf("interrupted; stopped everything it had started")
+		}
+		if !c.failed {
 			_ = os.RemoveAll(dir)
+		} else {
+			fmt.Fprintf(stderr, "demo: keeping %s for inspection\n", dir)
 		}
 	}()
 	s := c.scope()
