@@ -31,45 +31,38 @@ type flight struct {
 	span      ztoc.Span
 	reason    string
 	firstNeed int64 // end (in the span) of the read that started it; 0 if none
-	keep      bool  // started by the Manager: never cancelled by readers leaving
 	cancel    context.CancelFunc
-	waiters   int // guarded by Manager.mu
+
+	// Guarded by Manager.mu.
+	waiters    int  // readers joined and not left
+	keep       bool // started by the Manager: never cancelled by readers leaving
+	bufDropped bool // the flight's reference to buf was released
 
 	// comp and data are allocated once the flight holds a fetch slot.
-	// comp[:have] and data[:produced] are immutable once published.
+	// comp[:xfer.have] and data[:inflate.produced] are immutable once
+	// published.
 	comp []byte   // compressed span bytes (pooled, returned when the flight ends)
 	data []byte   // uncompressed span bytes: buf.b (also comp for a tar layer)
 	buf  *spanBuf // holds data; the flight's reference is dropped once it
-	// finished and no waiter is left, since waiters may still take
+	// settled and no waiter is left, since waiters may still take
 	// references of their own until then.
-	bufDropped bool // guarded by Manager.mu
 
-	// mu guards the progress fields below; arrived (on mu) wakes the
-	// inflater when bytes arrive or the transfer ends. Lock order:
-	// Manager.mu before flight.mu, never the reverse.
-	mu           sync.Mutex
-	arrived      sync.Cond
-	have         int64 // compressed bytes received and hashed
-	fetchEnd     error // why the transfer ended early; nil while it runs or after success
-	fetched      bool  // every compressed byte arrived
-	tampered     bool  // the digest did not match: nothing more may be served
-	sealed       bool  // settling: no more unverified bytes may be served
-	verified     bool  // the digest matched
-	produced     int64 // uncompressed bytes inflated
-	inWait       bool  // the inflater waits for bytes
-	waitAt       int64 // having used comp[:waitAt]
-	inflateEnded bool  // the inflater stopped (done or failed)
-	served       int64 // end of the unverified bytes handed to readers
-	err          error // terminal failure, for waiters
-	finished     bool  // settled: err is final, or the span is complete
-	changed      chan struct{}
-	watched      bool  // someone waits on changed
-	wantNeed     int64 // the least need of those waiting (math.MaxInt64: none counts bytes)
-	wantAny      bool  // one of them takes unverified bytes
+	// mu guards everything below; arrived (on mu) wakes the inflater and
+	// awaitPrefix when bytes arrive, are used up or inflated, or the
+	// transfer ends. Lock order: Manager.mu before flight.mu, never the
+	// reverse.
+	mu      sync.Mutex
+	arrived sync.Cond
+	phase   flightPhase // see phase.go
+	xfer    transfer    // written by the fetcher
+	inflate inflation   // written by the inflater
+	wake    wakeup      // what waiting readers asked for
+	served  int64       // end of the unverified bytes handed to readers
+	err     error       // terminal failure, for waiters (phase failed)
 }
 
 func newFlight(s ztoc.Span, reason string, cancel context.CancelFunc) *flight {
-	f := &flight{span: s, reason: reason, cancel: cancel, changed: make(chan struct{}), wantNeed: math.MaxInt64}
+	f := &flight{span: s, reason: reason, cancel: cancel, wake: newWakeup()}
 	f.arrived.L = &f.mu
 	return f
 }
@@ -80,15 +73,14 @@ func newFlight(s ztoc.Span, reason string, cancel context.CancelFunc) *flight {
 // answered, so a reader waiting for verification is not woken for every
 // piece inflated meanwhile.
 func (f *flight) notifyLocked(force bool) bool {
-	if !f.watched {
+	if !f.wake.watched {
 		return false
 	}
-	if !force && (f.produced < f.wantNeed || !(f.verified || (f.wantAny && !f.tampered && !f.sealed))) {
+	if !force && !f.servableLocked(f.wake.wantNeed, f.wake.wantAny) {
 		return false
 	}
-	close(f.changed)
-	f.changed = make(chan struct{})
-	f.watched, f.wantNeed, f.wantAny = false, math.MaxInt64, false
+	close(f.wake.changed)
+	f.wake = newWakeup()
 	return true
 }
 
@@ -117,13 +109,14 @@ func (f *flight) ready(need int64, unverified bool) (buf *spanBuf, early bool, o
 		return nil, false, true, f.err
 	}
 	if need == untilSettled {
-		return nil, false, f.finished, nil
+		return nil, false, f.phase.settled(), nil
 	}
-	if f.buf != nil && f.produced >= need && (f.verified || (unverified && !f.tampered && !f.sealed)) {
-		if !f.verified {
+	if f.buf != nil && f.servableLocked(need, unverified) {
+		early = !f.phase.verified()
+		if early {
 			f.served = max(f.served, need)
 		}
-		return f.buf.retain(), !f.verified, true, nil
+		return f.buf.retain(), early, true, nil
 	}
 	return nil, false, false, nil
 }
@@ -136,13 +129,13 @@ func (f *flight) watch(need int64, unverified bool) <-chan struct{} {
 	if need == untilSettled {
 		need = math.MaxInt64
 	}
-	f.watched = true
-	f.wantNeed = min(f.wantNeed, need)
-	f.wantAny = f.wantAny || unverified
-	if need > f.produced {
+	f.wake.watched = true
+	f.wake.wantNeed = min(f.wake.wantNeed, need)
+	f.wake.wantAny = f.wake.wantAny || unverified
+	if need > f.inflate.produced {
 		f.arrived.Broadcast() // awaitPrefix: a reader needs more than the prefix
 	}
-	return f.changed
+	return f.wake.changed
 }
 
 // fetchSpan waits for span id to be verified, wholly inflated and settled
@@ -269,9 +262,9 @@ func (m *Manager) leaveFlight(f *flight, abandoned bool) {
 		return
 	}
 	f.mu.Lock()
-	served, finished := f.served, f.finished
+	served, settled := f.served, f.phase.settled()
 	f.mu.Unlock()
-	if finished {
+	if settled {
 		m.dropFlightBufLocked(f)
 	} else if abandoned && !f.keep && served == 0 {
 		f.cancel()
@@ -286,7 +279,7 @@ func (m *Manager) leaveFlight(f *flight, abandoned bool) {
 }
 
 // dropFlightBufLocked drops the flight's own reference to its buffer, once:
-// the caller holds m.mu and has seen the flight finished with no waiter
+// the caller holds m.mu and has seen the flight settled with no waiter
 // left, so no one can take a new reference through it.
 func (m *Manager) dropFlightBufLocked(f *flight) {
 	if !f.bufDropped && f.buf != nil {
@@ -326,7 +319,12 @@ func (m *Manager) runFlight(ctx context.Context, id ztoc.SpanID, f *flight) {
 	}
 	err = m.settle(ctx, id, f, err)
 	f.mu.Lock()
-	f.err, f.finished = err, true
+	if err == nil {
+		f.advanceLocked(phaseDone)
+	} else {
+		f.err = err
+		f.advanceLocked(phaseFailed)
+	}
 	f.notifyLocked(true)
 	f.mu.Unlock()
 	m.mu.Lock()
@@ -365,7 +363,7 @@ func (m *Manager) streamSpan(ctx context.Context, f *flight) error {
 		wg.Go(func() {
 			ierr = m.inflateInto(f)
 			f.mu.Lock()
-			f.inflateEnded = true
+			f.inflate.ended = true
 			f.arrived.Broadcast() // awaitPrefix
 			f.mu.Unlock()
 		})
@@ -400,7 +398,7 @@ func (p servedPrefix) matches(data []byte) bool {
 func (m *Manager) settle(ctx context.Context, id ztoc.SpanID, f *flight, err error) error {
 	f.mu.Lock()
 	served := f.served
-	f.sealed = true // what was served is now fixed: it is recorded below
+	f.sealLocked() // what was served is now fixed: it is recorded below
 	f.mu.Unlock()
 	m.mu.Lock()
 	if m.flights[id] == f { // an abandoned flight was already replaced

@@ -134,13 +134,10 @@ func (m *Manager) fetchPart(ctx context.Context, f *flight, h hash.Hash, pos *in
 func (f *flight) awaitPrefix() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	// inWait alone could be left from before the prefix's last piece
-	// arrived: the inflater must have used every byte received.
-	starved := func() bool { return f.inWait && f.waitAt >= f.have }
-	for f.produced < f.firstNeed && !starved() && !f.inflateEnded {
+	for f.inflate.produced < f.firstNeed && !f.inflaterStarvedLocked() && !f.inflate.ended {
 		f.arrived.Wait()
 	}
-	if f.inflateEnded {
+	if f.inflate.ended {
 		return
 	}
 	deadline := time.Now().Add(restDelay)
@@ -152,8 +149,8 @@ func (f *flight) awaitPrefix() {
 	defer timer.Stop()
 	// A reader is waiting for more once it watches for bytes past what was
 	// produced, and the inflater has used up the prefix.
-	for time.Now().Before(deadline) && !f.inflateEnded &&
-		!(starved() && f.watched && f.wantNeed > f.produced) {
+	for time.Now().Before(deadline) && !f.inflate.ended &&
+		!(f.inflaterStarvedLocked() && f.readerWantsMoreLocked()) {
 		f.arrived.Wait()
 	}
 }
@@ -161,10 +158,10 @@ func (f *flight) awaitPrefix() {
 // arrive publishes that comp[:pos] has been received.
 func (f *flight) arrive(pos int64) {
 	f.mu.Lock()
-	f.have = pos
+	f.xfer.have = pos
 	woke := false
 	if f.span.Checkpoint == nil {
-		f.produced = pos
+		f.inflate.produced = pos
 		woke = f.notifyLocked(false)
 	}
 	f.arrived.Broadcast()
@@ -176,11 +173,15 @@ func (f *flight) arrive(pos int64) {
 // and the digest matched.
 func (f *flight) endFetch(err error) {
 	f.mu.Lock()
-	if err != nil {
-		f.fetchEnd = err
-		f.tampered = errors.Is(err, ztoc.ErrSpanDigest)
-	} else {
-		f.fetched, f.verified = true, true
+	switch {
+	case err == nil:
+		f.advanceLocked(phaseVerified)
+	case errors.Is(err, ztoc.ErrSpanDigest):
+		f.xfer.end = err
+		f.advanceLocked(phaseTampered)
+	default:
+		f.xfer.end = err
+		f.advanceLocked(phaseBroken)
 	}
 	f.arrived.Broadcast()
 	woke := f.notifyLocked(true)
@@ -191,7 +192,7 @@ func (f *flight) endFetch(err error) {
 // produce publishes that data[:pos] has been inflated.
 func (f *flight) produce(pos int64) {
 	f.mu.Lock()
-	f.produced = pos
+	f.inflate.produced = pos
 	woke := f.notifyLocked(false)
 	f.arrived.Broadcast() // awaitPrefix
 	f.mu.Unlock()
@@ -242,13 +243,13 @@ type arrivingReader struct {
 func (r *arrivingReader) Read(p []byte) (int, error) {
 	f := r.f
 	f.mu.Lock()
-	for f.have <= r.pos && !f.fetched && f.fetchEnd == nil {
-		f.inWait, f.waitAt = true, r.pos
+	for f.xfer.have <= r.pos && f.phase == phaseFetching {
+		f.inflate.inWait, f.inflate.waitAt = true, r.pos
 		f.arrived.Broadcast() // awaitPrefix: the bytes received are used up
 		f.arrived.Wait()
 	}
-	f.inWait = false
-	have, ferr, tampered := f.have, f.fetchEnd, f.tampered
+	f.inflate.inWait = false
+	have, ferr, tampered := f.xfer.have, f.xfer.end, f.phase == phaseTampered
 	f.mu.Unlock()
 	switch {
 	case tampered:
