@@ -14,7 +14,10 @@
 //     max(transfer, inflate), not their sum, and a reader is released as
 //     soon as its bytes are inflated and may be served (below), while the
 //     rest of the span is still being inflated.
-//   - Each span has a state (state.go, with an explicit transition table).
+//   - Each span has a state (state.go, with an explicit transition table),
+//     and each flight a phase (phase.go, likewise): fetching, then
+//     verified, tampered or broken, then done or failed; the fetcher's
+//     transfer state and the inflater's progress are kept apart.
 //   - Readers that continue a stream trigger fetch-ahead of the next spans,
 //     several in flight at once (ahead.go); the last few verified spans are
 //     kept in memory for a short while (hot.go). Span buffers are reference
