@@ -14,7 +14,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/ociseek/ociseek/internal/regtest"
 	"github.com/ociseek/ociseek/ztoc"
 )
 
@@ -116,7 +115,7 @@ func waitState(t *testing.T, m *Manager, id ztoc.SpanID, want spanState) {
 // its flight verifies and caches the span once the byte arrives, after the
 // reader has gone.
 func TestStrictWaitsForDigest(t *testing.T) {
-	reg := regtest.Start(t, regtest.KindDistribution)
+	reg := startMemRegistry(t)
 	e := newEnv(t, reg, mixedFiles(), 128<<10, nil)
 	tar := tarBytes(t, e)
 	id := e.z.SpanOf(e.entry(t, "big/one").UncompressedOffset + 300_000)
@@ -167,7 +166,7 @@ func TestStrictWaitsForDigest(t *testing.T) {
 // may see bytes, but the same flight goes on to check the digest and fails
 // the layer without any background pass.
 func TestDeferredTamperDetectedByFlight(t *testing.T) {
-	reg := regtest.Start(t, regtest.KindDistribution)
+	reg := startMemRegistry(t)
 	clean := newEnv(t, reg, mixedFiles(), 128<<10, nil)
 	id := clean.z.SpanOf(clean.entry(t, "big/one").UncompressedOffset + 100_000)
 	e := newEnv(t, reg, mixedFiles(), 128<<10, tamper(t, clean, id))
@@ -187,7 +186,7 @@ func TestDeferredTamperDetectedByFlight(t *testing.T) {
 // partial (not verified, not cached); the background pass takes it first,
 // verifies it and checks the served bytes against it.
 func TestServedThenTransferBroke(t *testing.T) {
-	reg := regtest.Start(t, regtest.KindDistribution)
+	reg := startMemRegistry(t)
 	e := newEnv(t, reg, mixedFiles(), 128<<10, nil)
 	id := e.z.SpanOf(e.entry(t, "big/one").UncompressedOffset + 300_000)
 	s, _ := e.z.Span(id)
@@ -220,7 +219,7 @@ func TestServedThenTransferBroke(t *testing.T) {
 // no more range streams open at once than MaxParallel; scattered reads get
 // no fetch-ahead.
 func TestFetchAheadBounded(t *testing.T) {
-	reg := regtest.Start(t, regtest.KindDistribution)
+	reg := startMemRegistry(t)
 	e := newEnv(t, reg, mixedFiles(), 64<<10, nil)
 	metrics, _ := NewMetrics(nil)
 	gb := newGatedBlob(e.blob, 1<<62)
@@ -279,7 +278,7 @@ func (b *startsBlob) FetchRange(ctx context.Context, start, end int64) (io.ReadC
 // the flight); widening that window with a sleep failed this test in every
 // mode.
 func TestReadsAcrossSpansConcurrent(t *testing.T) {
-	reg := regtest.Start(t, regtest.KindDistribution)
+	reg := startMemRegistry(t)
 	cases := map[string]Options{
 		"strict":         {},
 		"deferred":       {Verify: VerifyDeferred},
@@ -491,7 +490,7 @@ func (s *stuckBlob) FetchRange(ctx context.Context, start, end int64) (io.ReadCl
 // flight, not the abandoned flight's "context canceled" (which FUSE would
 // turn into EIO for an open the kernel restarted after a signal).
 func TestReaderAfterAbandonedFlight(t *testing.T) {
-	reg := regtest.Start(t, regtest.KindDistribution)
+	reg := startMemRegistry(t)
 	e := newEnv(t, reg, mixedFiles(), 128<<10, nil)
 	tar := tarBytes(t, e)
 	sb := &stuckBlob{BlobReader: e.blob, release: make(chan struct{})}

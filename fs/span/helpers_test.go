@@ -17,7 +17,6 @@ import (
 
 	"github.com/ociseek/ociseek/fs/cache"
 	"github.com/ociseek/ociseek/fs/remote"
-	"github.com/ociseek/ociseek/internal/regtest"
 	"github.com/ociseek/ociseek/ztoc"
 )
 
@@ -112,7 +111,7 @@ func (b *countingBody) Read(p []byte) (int, error) {
 
 // env is a layer served by a real registry, with its zTOC and a cache.
 type env struct {
-	reg    *regtest.Registry
+	reg    blobRegistry
 	layer  []byte
 	dgst   digest.Digest
 	z      *ztoc.Ztoc
@@ -132,7 +131,7 @@ var benchClient = &http.Client{Transport: remote.NewTransport()}
 
 // newEnv builds the layer's zTOC, pushes the layer (or served, when not
 // nil, in its place: a tampered blob) and opens it.
-func newEnv(t testing.TB, reg *regtest.Registry, files []testFile, spanSize int64, served []byte) *env {
+func newEnv(t testing.TB, reg blobRegistry, files []testFile, spanSize int64, served []byte) *env {
 	t.Helper()
 	e := &env{reg: reg, files: files, layer: makeLayer(t, files)}
 	e.dgst = digest.FromBytes(e.layer)

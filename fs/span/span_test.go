@@ -20,7 +20,6 @@ import (
 
 	"github.com/ociseek/ociseek/fs/cache"
 	"github.com/ociseek/ociseek/fs/remote"
-	"github.com/ociseek/ociseek/internal/regtest"
 	"github.com/ociseek/ociseek/ztoc"
 	"github.com/ociseek/ociseek/ztoc/ztoctest"
 )
@@ -38,7 +37,7 @@ func mixedFiles() []testFile {
 // TestReadFiles reads every file, whole and in odd chunks, in both modes,
 // and checks the bytes, the header verification and the progress.
 func TestReadFiles(t *testing.T) {
-	reg := regtest.Start(t, regtest.KindDistribution)
+	reg := startMemRegistry(t)
 	for name, mode := range modes {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t, reg, mixedFiles(), 128<<10, nil)
@@ -76,7 +75,7 @@ func TestReadFiles(t *testing.T) {
 // TestFixtures serves each reference-tool fixture from a registry and reads
 // every regular file through the span layer.
 func TestFixtures(t *testing.T) {
-	reg := regtest.Start(t, regtest.KindDistribution)
+	reg := startMemRegistry(t)
 	for _, fx := range ztoctest.Fixtures(t) {
 		t.Run(fx.Name, func(t *testing.T) {
 			layer := fx.Layer(t)
@@ -142,7 +141,7 @@ func completeLayer(t *testing.T, m *Manager) {
 
 // TestConcurrentReadsFetchOnce: 32 cold readers of one span share a fetch.
 func TestConcurrentReadsFetchOnce(t *testing.T) {
-	reg := regtest.Start(t, regtest.KindDistribution)
+	reg := startMemRegistry(t)
 	e := newEnv(t, reg, mixedFiles(), 128<<10, nil)
 	metrics, _ := NewMetrics(nil)
 	m := e.manager(t, Options{Metrics: metrics, FetchAhead: -1})
@@ -184,7 +183,7 @@ func tamper(t *testing.T, e *env, id ztoc.SpanID) []byte {
 // read of that span fails (EIO at the FUSE edge), the layer is failed for
 // every later read, nothing of the span is cached, and it is counted.
 func TestTamperedSpan(t *testing.T) {
-	reg := regtest.Start(t, regtest.KindDistribution)
+	reg := startMemRegistry(t)
 	clean := newEnv(t, reg, mixedFiles(), 128<<10, nil)
 	ent := clean.entry(t, "big/one")
 	id := clean.z.SpanOf(ent.UncompressedOffset + 100_000)
@@ -212,7 +211,7 @@ func TestTamperedSpan(t *testing.T) {
 // the tampered span's unverified prefix, but the background pass detects
 // the tampering and fails the layer.
 func TestTamperedDeferred(t *testing.T) {
-	reg := regtest.Start(t, regtest.KindDistribution)
+	reg := startMemRegistry(t)
 	clean := newEnv(t, reg, mixedFiles(), 128<<10, nil)
 	ent := clean.entry(t, "big/one")
 	id := clean.z.SpanOf(ent.UncompressedOffset + 100_000)
@@ -244,7 +243,7 @@ func TestTamperedDeferred(t *testing.T) {
 // TestLayerDigestAndTOCChecks: the completion pass fails the layer when the
 // blob is not the layer the options name, or a TOC entry lies about a file.
 func TestLayerDigestAndTOCChecks(t *testing.T) {
-	reg := regtest.Start(t, regtest.KindDistribution)
+	reg := startMemRegistry(t)
 	e := newEnv(t, reg, mixedFiles(), 128<<10, nil)
 	m := e.manager(t, Options{LayerDigest: digest.FromString("another layer")})
 	var err error
@@ -269,7 +268,7 @@ func TestLayerDigestAndTOCChecks(t *testing.T) {
 // TestBackgroundCompletion: after the pass, every span is verified and
 // cached, reads touch no network, and progress is complete.
 func TestBackgroundCompletion(t *testing.T) {
-	reg := regtest.Start(t, regtest.KindDistribution)
+	reg := startMemRegistry(t)
 	e := newEnv(t, reg, mixedFiles(), 128<<10, nil)
 	m := e.manager(t, Options{Verify: VerifyDeferred})
 	// Some demand reads first, one of them served from a prefix.
@@ -294,7 +293,7 @@ func TestBackgroundCompletion(t *testing.T) {
 
 // TestCorruptCacheRefetched: a cached span damaged on disk is fetched again.
 func TestCorruptCacheRefetched(t *testing.T) {
-	reg := regtest.Start(t, regtest.KindDistribution)
+	reg := startMemRegistry(t)
 	e := newEnv(t, reg, mixedFiles(), 128<<10, nil)
 	metrics, _ := NewMetrics(nil)
 	// No spans kept in memory: the reads must go to the damaged files.
@@ -324,7 +323,7 @@ func TestCorruptCacheRefetched(t *testing.T) {
 // TestRegistryOutage: with the registry stopped a cold read fails within a
 // bound; once it is back, the same read succeeds.
 func TestRegistryOutage(t *testing.T) {
-	reg := regtest.Start(t, regtest.KindDistribution)
+	reg := startMemRegistry(t)
 	e := newEnv(t, reg, mixedFiles(), 128<<10, nil)
 	m := e.manager(t, Options{FetchAhead: -1})
 	ent := e.entry(t, "big/one")
@@ -348,7 +347,7 @@ func TestRegistryOutage(t *testing.T) {
 
 // TestInterruptedRead: a read whose context ends returns promptly.
 func TestInterruptedRead(t *testing.T) {
-	reg := regtest.Start(t, regtest.KindDistribution)
+	reg := startMemRegistry(t)
 	e := newEnv(t, reg, mixedFiles(), 128<<10, nil)
 	m := e.manager(t, Options{})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -359,7 +358,7 @@ func TestInterruptedRead(t *testing.T) {
 }
 
 func TestHostileGeometry(t *testing.T) {
-	reg := regtest.Start(t, regtest.KindDistribution)
+	reg := startMemRegistry(t)
 	e := newEnv(t, reg, mixedFiles(), 128<<10, nil)
 	z := *e.z
 	gz := *z.Gzip
