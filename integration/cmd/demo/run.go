@@ -78,7 +78,11 @@ func run(ctx context.Context, opts options, stdout, stderr io.Writer) (err error
 		return err
 	}
 	p.step("starting containerd and ociseek-snapshotter in %s", os.TempDir())
-	env, err := harness.NewEnvIn(s, tools, harness.EnvOptions{})
+	// The daemon's defaults, background completion included: it starts
+	// only after the silence period, long after the first output counted
+	// below, and explain then shows the lazy layer as "mounted" (verified
+	// in the background), as on a node.
+	env, err := harness.NewEnvIn(s, tools, harness.EnvOptions{Daemon: harness.DaemonOptions{BackgroundFetch: true}})
 	if err != nil {
 		return err
 	}
