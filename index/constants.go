@@ -5,7 +5,8 @@
 // registry. It also holds the sentinel errors that say an image has no index
 // or a layer has no zTOC, so that every consumer tests the same facts.
 //
-// Format facts: ../shared/reference/soci-format.md §1 and §2.
+// Format facts follow the AWS soci-snapshotter's index format
+// (github.com/awslabs/soci-snapshotter, soci/ and docs/soci-index-manifest-v2.md).
 package index
 
 import "errors"

@@ -146,7 +146,7 @@ func validTarChecksum(blk []byte) bool {
 }
 
 // buildTar indexes an uncompressed tar layer: fixed-size spans whose
-// digests are taken over the raw bytes (soci-format.md §3.5).
+// digests are taken over the raw bytes (the reference format, as the AWS soci-snapshotter's ztoc package has it).
 func buildTar(ctx context.Context, r io.Reader, opts BuildOptions) (*Ztoc, error) {
 	h := newFixedSpanHasher(opts.SpanSize)
 	toc, tarSize, err := readTOC(ctx, io.TeeReader(r, h))

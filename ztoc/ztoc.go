@@ -3,7 +3,7 @@
 // layer be read by fetching and inflating only the spans that hold it.
 //
 // The wire format is a FlatBuffers buffer compatible with the one written by
-// the AWS SOCI tooling (schema in ../shared/reference/soci-format.md §3). This
+// the AWS SOCI tooling (schema: ztoc/fbs/ztoc.fbs of github.com/awslabs/soci-snapshotter). This
 // package holds the model (this file), the codec, the span geometry, the
 // builder that makes a zTOC from a layer blob, and the reader that serves byte
 // ranges of files through spans.

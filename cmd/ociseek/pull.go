@@ -99,7 +99,7 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 // labelHandlerWrapper adds to each layer descriptor the annotations the
 // snapshotter receives as Prepare labels: containerd's cri.* set, then the
 // SOCI ones nerdctl's SOCI handler adds (package label): the layer sizes
-// and the optional index digest (see soci-format.md §5.2).
+// and the optional index digest (the soci-snapshotter's remote-snapshot labels).
 func labelHandlerWrapper(ref, indexDigest string) func(images.Handler) images.Handler {
 	info := snapshotters.AppendInfoHandlerWrapper(ref)
 	return func(h images.Handler) images.Handler {

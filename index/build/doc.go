@@ -28,5 +28,7 @@
 // a failed run leaves untagged blobs at worst, never a tag pointing at
 // something partial.
 //
-// Format facts: ../shared/reference/soci-format.md §1, §2 and §4.
+// Format facts (media types, annotations, the v1 subject binding, the v2
+// image-manifest annotation) follow the AWS soci-snapshotter's index format
+// (github.com/awslabs/soci-snapshotter, soci/ and docs/soci-index-manifest-v2.md).
 package build

@@ -1,6 +1,6 @@
 // Package label declares the keys of the snapshot labels that ociseek's
 // packages share and that containerd does not export: the SOCI ones of the
-// remote-snapshot protocol (reference: soci-format.md §5.2). containerd
+// remote-snapshot protocol (as the AWS soci-snapshotter names them). containerd
 // copies a layer descriptor's "containerd.io/snapshot/" annotations into
 // the labels of that layer's unpack Prepare; nerdctl's SOCI handler (and
 // "ociseek pull") add these next to containerd's own cri.* keys, which

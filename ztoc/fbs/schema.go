@@ -3,7 +3,8 @@ package fbs
 // Field slots of the zTOC schema (namespace ztoc) and of the uncompressed
 // layer's TarZinfo (namespace zinfo), as declared in the reference .fbs
 // files: a field's slot is its declaration index, and its vtable entry sits
-// at byte 4+2·slot. See ../shared/reference/soci-format.md §3.2 and §3.5.
+// at byte 4+2·slot. See the zTOC schema of the AWS
+// soci-snapshotter (ztoc/fbs/ztoc.fbs).
 
 // Table Ztoc, the root of a zTOC buffer.
 const (
