@@ -146,7 +146,7 @@ func validTarChecksum(blk []byte) bool {
 }
 
 // buildTar indexes an uncompressed tar layer: fixed-size spans whose
-// digests are taken over the raw bytes (the reference format, as the AWS soci-snapshotter's ztoc package has it).
+// digests are taken over the raw bytes (as in the AWS soci-snapshotter).
 func buildTar(ctx context.Context, r io.Reader, opts BuildOptions) (*Ztoc, error) {
 	h := newFixedSpanHasher(opts.SpanSize)
 	toc, tarSize, err := readTOC(ctx, io.TeeReader(r, h))

@@ -12,7 +12,7 @@ import (
 // compressed bytes into spans for the hasher.
 //
 // Checkpoints are decided in two steps. The boundary callback applies the
-// reference placement rule (the reference format, as the AWS soci-snapshotter's ztoc package has it) and records candidates
+// reference placement rule (as in the AWS soci-snapshotter) and records candidates
 // with their windows; after each read, settle accepts them once the tar
 // parser shows the archive reaches them. A candidate past the end of the
 // archive (only record padding or garbage follows the end-of-archive

@@ -12,7 +12,7 @@ import (
 // Marshal encodes z as a zTOC flatbuffer. For a zTOC the reference tooling
 // built, Marshal(Unmarshal(b)) reproduces b byte for byte: a FlatBuffer's
 // bytes depend on the order objects are created in, and this follows the
-// reference's order (the reference format, as the AWS soci-snapshotter's ztoc package has it). z is validated first, so
+// reference's order (as in the AWS soci-snapshotter). z is validated first, so
 // Marshal never writes a zTOC that Unmarshal would refuse.
 func Marshal(z *Ztoc) ([]byte, error) {
 	if err := z.Validate(); err != nil {

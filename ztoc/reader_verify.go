@@ -15,7 +15,7 @@ var ErrHeaderMismatch = errors.New("tar header does not match ztoc entry")
 
 // HeaderOffsets returns, for each TOC entry (same index), the offset of its
 // tar header region in the uncompressed tar: the zTOC does not store it, so
-// it is derived as the reference does (the reference format, as the AWS soci-snapshotter's ztoc package has it). Entries sorted
+// it is derived as the reference does (as in the AWS soci-snapshotter). Entries sorted
 // by data offset tile the tar: the first header starts at 0, each next one
 // at the previous entry's data end rounded up to 512. The region
 // [header, UncompressedOffset) holds the entry's header blocks, PAX and

@@ -8,7 +8,7 @@ import (
 )
 
 // Span is one independently fetchable and decompressible piece of a layer
-// (the reference format, as the AWS soci-snapshotter's ztoc package has it).
+// (as in the AWS soci-snapshotter).
 //
 // For a gzip layer, span i covers the uncompressed bytes [out_i, out_{i+1})
 // and the compressed bytes [in_i − 1, in_{i+1}) when bits_i ≠ 0, otherwise

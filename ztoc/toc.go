@@ -83,7 +83,7 @@ func walkTOC(ctx context.Context, r io.Reader, fn func(FileMetadata) error) (int
 }
 
 // entryType maps a tar type flag to the zTOC's type string
-// (the reference format, as the AWS soci-snapshotter's ztoc package has it); other types cannot be served and abort a build.
+// (as in the AWS soci-snapshotter); other types cannot be served and abort a build.
 func entryType(flag byte) (string, error) {
 	switch flag {
 	case tar.TypeReg:

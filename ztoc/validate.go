@@ -248,7 +248,7 @@ func isClean(name string) bool {
 
 // validateLayout checks, in offset order, that each entry's data starts
 // after a header block that follows the previous entry's data, as readers
-// derive header positions that way (the reference format, as the AWS soci-snapshotter's ztoc package has it): first header at
+// derive header positions that way (as in the AWS soci-snapshotter): first header at
 // 0, each next one at align512(prev.offset + prev.size).
 func (z *Ztoc) validateLayout() error {
 	order := make([]int32, len(z.TOC))

@@ -9,7 +9,7 @@ import (
 	"github.com/ociseek/ociseek/ztoc/fbs"
 )
 
-// The gzip "zinfo" blob (the reference format, as the AWS soci-snapshotter's ztoc package has it): little-endian, packed,
+// The gzip "zinfo" blob (as in the AWS soci-snapshotter): little-endian, packed,
 //
 //	int32 N, int64 span_size, then records of {int64 in, int64 out,
 //	uint8 bits, WindowSize bytes of window}
@@ -112,7 +112,7 @@ func allZero(b []byte) bool {
 }
 
 // unmarshalTarZinfo decodes the TarZinfo flatbuffer of an uncompressed
-// layer (the reference format, as the AWS soci-snapshotter's ztoc package has it).
+// layer (as in the AWS soci-snapshotter).
 func unmarshalTarZinfo(blob []byte) (*TarZinfo, error) {
 	d := fbs.NewDecoder(blob)
 	t := d.Root("tar zinfo")
