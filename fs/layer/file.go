@@ -10,7 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containerd/log"
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
@@ -18,8 +17,7 @@ import (
 // fileNode is a regular file; its bytes are read through the layer's Reader.
 type fileNode struct {
 	attrNode
-	r   Reader
-	log *log.Entry
+	r Reader
 
 	// verifyMu serialises the first-open verification; verified is only
 	// set once VerifyEntry has succeeded, so a failed check is retried.

@@ -51,7 +51,7 @@ func (r *Root) nodeOps(m *meta) fusefs.InodeEmbedder {
 	case syscall.S_IFDIR:
 		return &dirNode{attrNode: r.attrNode(m)}
 	case syscall.S_IFREG:
-		return &fileNode{attrNode: r.attrNode(m), r: r.reader, log: r.opts.Logger}
+		return &fileNode{attrNode: r.attrNode(m), r: r.reader}
 	case syscall.S_IFLNK:
 		return &symlinkNode{attrNode: r.attrNode(m)}
 	default:
