@@ -215,9 +215,17 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 // process sees, logging it (this is where the error is handled). An
 // interrupted request gives EINTR; everything else is EIO.
 func (n *fileNode) toErrno(ctx context.Context, op string, err error) syscall.Errno {
-	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+	if interrupted(ctx, err) {
 		return syscall.EINTR
 	}
 	n.log.WithError(err).WithField("file", n.m.entry.Name).Errorf("layer file %s failed", op)
 	return syscall.EIO
+}
+
+// interrupted reports whether err only says that the FUSE request was
+// interrupted (a signal to the caller, Go's preemption signal among them):
+// such a request answers EINTR, so that the call is retried, and says
+// nothing about the layer.
+func interrupted(ctx context.Context, err error) bool {
+	return ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
 }

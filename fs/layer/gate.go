@@ -2,7 +2,6 @@ package layer
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"syscall"
 
@@ -35,10 +34,7 @@ func (g *metaGate) open(ctx context.Context, n *attrNode) syscall.Errno {
 	}
 	for _, e := range n.m.checks {
 		if err := g.v.VerifyEntry(ctx, e); err != nil {
-			// An interrupted request (a signal to the caller, such as
-			// Go's preemption signal) gets EINTR, so the kernel
-			// restarts the call; it says nothing about the layer.
-			if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+			if interrupted(ctx, err) {
 				return syscall.EINTR
 			}
 			if n.log != nil {
