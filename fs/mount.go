@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/ociseek/ociseek/fs/layer"
 	"github.com/ociseek/ociseek/fs/remote"
@@ -103,14 +104,6 @@ func (f *FS) assemble(ctx context.Context, mp string, ref LayerRef) (*mounted, e
 		return nil, fmt.Errorf("mount layer %s at %s: %w", ref.LayerDigest, mp, err)
 	}
 	ztocID := span.ZtocIdentity(z)
-	if rej, ok := f.rejected.lookup(ref.LayerDigest, ztocID); ok {
-		err := fmt.Errorf("mount layer %s at %s: zTOC %s: %w (%s); delete %s to try it again",
-			ref.LayerDigest, mp, ztocID, ErrZtocRejected, rej.Reason, f.rejected.path(ref.LayerDigest, ztocID))
-		if f.cfg.rejectedErr != nil {
-			err = fmt.Errorf("%w: %w", err, f.cfg.rejectedErr)
-		}
-		return nil, err
-	}
 	so := f.cfg.spanOpts
 	so.LayerDigest, so.Metrics = ref.LayerDigest, f.spanMet
 	so.OnFail = func(reason error) {
@@ -165,11 +158,32 @@ func (f *FS) resolve(ctx context.Context, ref *LayerRef) (*ztoc.Ztoc, *remote.Li
 		return nil, nil, fmt.Errorf("layer size %d (label) differs from the zTOC's archive size %d: %w",
 			ref.Size, z.CompressedArchiveSize, errdefs.ErrInvalidArgument)
 	}
+	// Before the blob is probed: a rejected pair needs no registry.
+	if err := f.refuseRejected(ref.LayerDigest, z); err != nil {
+		return nil, nil, err
+	}
 	blob, err := f.openLive(ctx, *ref)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open blob in %s: %w", ref.ImageRef, err)
 	}
 	return z, blob, nil
+}
+
+// refuseRejected fails when the pair of layer and z failed verification
+// before (fs/rejected.go), wrapping ErrZtocRejected and the caller's
+// sentinel (WithRejectedError).
+func (f *FS) refuseRejected(layer digest.Digest, z *ztoc.Ztoc) error {
+	ztocID := span.ZtocIdentity(z)
+	rej, ok := f.rejected.lookup(layer, ztocID)
+	if !ok {
+		return nil
+	}
+	err := fmt.Errorf("zTOC %s: %w (%s); delete %s to try it again",
+		ztocID, ErrZtocRejected, rej.Reason, f.rejected.path(layer, ztocID))
+	if f.cfg.rejectedErr != nil {
+		err = fmt.Errorf("%w: %w", err, f.cfg.rejectedErr)
+	}
+	return err
 }
 
 // serve builds the layer's tree and mounts it at m.mountpoint.

@@ -59,10 +59,18 @@ func TestRejectedZtocIsRecordedAndNotMountedAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	again := newRootFS(t, root, newSource(img), WithRejectedError(sentinel))
+	opener := &countingOpener{BlobOpener: remoteBlobs()}
+	again, err := New(root, newSource(img), opener, WithRejectedError(sentinel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { again.Close() })
 	err = again.Mount(context.Background(), mountDir(t), img.criLabels())
 	if !errors.Is(err, ErrZtocRejected) || !errors.Is(err, sentinel) {
 		t.Fatalf("mount after a restart = %v, want ErrZtocRejected and the caller's sentinel", err)
+	}
+	if n := opener.opens.Load(); n != 0 {
+		t.Errorf("the refused mount probed the registry %d times, want 0", n)
 	}
 	rejs, err := ReadRejections(root)
 	if err != nil || len(rejs) != 1 {
