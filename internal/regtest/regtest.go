@@ -85,11 +85,12 @@ type Registry struct {
 	// (StartWithAuth); both are empty when it demands none.
 	User, Password string
 
-	t    testing.TB
-	bin  string
-	port int
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has been waited for
+	t     testing.TB
+	bin   string
+	token *TokenServer // the token server, for StartWithTokenAuth
+	port  int
+	cmd   *exec.Cmd
+	done  chan struct{} // closed when cmd has been waited for
 }
 
 // PID returns the registry process's ID (benchmarks read its CPU time from
@@ -113,8 +114,22 @@ func Start(t testing.TB, kind Kind) *Registry {
 // when user is not empty.
 func startRegistry(t testing.TB, kind Kind, user, password string) *Registry {
 	t.Helper()
-	bin := toolbin.Path(t, binaryName(kind))
+	bin := registryBinary(t, kind)
 	r := &Registry{Kind: kind, Dir: t.TempDir(), User: user, Password: password, t: t, bin: bin}
+	r.launch(t)
+	return r
+}
+
+// registryBinary returns the path of the binary serving kind, built if
+// missing (the test is skipped when it cannot be).
+func registryBinary(t testing.TB, kind Kind) string {
+	t.Helper()
+	return toolbin.Path(t, binaryName(kind))
+}
+
+// launch starts r on a free port and registers its stop with t.Cleanup.
+func (r *Registry) launch(t testing.TB) {
+	t.Helper()
 	var lastErr error
 	// A free port found by listening can be taken by someone else before the
 	// registry binds it; try a few times rather than flake.
@@ -127,11 +142,10 @@ func startRegistry(t testing.TB, kind Kind, user, password string) *Registry {
 		r.Host = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		if lastErr = r.start(); lastErr == nil {
 			t.Cleanup(r.Stop)
-			return r
+			return
 		}
 	}
-	t.Fatalf("start %s registry: %v", kind, lastErr)
-	return nil
+	t.Fatalf("start %s registry: %v", r.Kind, lastErr)
 }
 
 // binaryName is the name of the tool binary that serves kind.
@@ -182,11 +196,15 @@ func (r *Registry) args() ([]string, error) {
 // htpasswd auth and turns the access log on (Requests reads it).
 func (r *Registry) distributionConfig() (string, error) {
 	authSection := ""
-	if r.User != "" {
-		var err error
-		if authSection, err = r.htpasswdConfig(); err != nil {
-			return "", err
-		}
+	var err error
+	switch {
+	case r.token != nil:
+		authSection, err = r.tokenConfig()
+	case r.User != "":
+		authSection, err = r.htpasswdConfig()
+	}
+	if err != nil {
+		return "", err
 	}
 	return baseDistributionConfig(r.Dir, r.Host, r.User == "") + authSection, nil
 }
@@ -262,6 +280,11 @@ func (r *Registry) waitReady() error {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			// A token-auth registry challenges even /v2/: its challenge
+			// is the sign that it serves.
+			if r.token != nil && resp.StatusCode == http.StatusUnauthorized {
 				return nil
 			}
 			err = fmt.Errorf("GET /v2/: status %d", resp.StatusCode)
