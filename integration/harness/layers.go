@@ -135,6 +135,20 @@ type DataParams struct {
 	TextBytes int64
 	// SmallFiles is the number of small files (1-4 KiB) under data/small/.
 	SmallFiles int
+
+	// The fields below shape the layer further; zero keeps the shape above
+	// (and, omitted from the cache key, the cached layers of earlier runs).
+
+	// FileBytes is the size of each random and text file; 0: 8 MiB.
+	FileBytes int64 `json:",omitempty"`
+	// SmallPerDir is the number of small files per data/small/dNNN
+	// directory; 0: 100.
+	SmallPerDir int `json:",omitempty"`
+	// SmallMin and SmallMax bound the small files' sizes; 0: 1 and 4 KiB.
+	SmallMin, SmallMax int `json:",omitempty"`
+	// SmallRandom fills the small files with random (incompressible)
+	// bytes instead of text.
+	SmallRandom bool `json:",omitempty"`
 }
 
 // HelloPath is the file every data layer ends with; HelloContent is its
@@ -186,7 +200,10 @@ func buildDataLayer(p DataParams) (Layer, error) {
 			return Layer{}, err
 		}
 	}
-	const chunk = 8 << 20
+	chunk := int64(8 << 20)
+	if p.FileBytes > 0 {
+		chunk = p.FileBytes
+	}
 	for i, left := 0, p.RandomBytes; left > 0; i++ {
 		n := min(left, chunk)
 		if err := w.file(fmt.Sprintf("data/random/blob-%03d", i), 0o644, n, rng); err != nil {
@@ -202,7 +219,7 @@ func buildDataLayer(p DataParams) (Layer, error) {
 		}
 		left -= n
 	}
-	if err := writeSmallFiles(w, p.SmallFiles, text); err != nil {
+	if err := writeSmallFiles(w, p, text, rng); err != nil {
 		return Layer{}, err
 	}
 	if err := w.file(HelloPath, 0o644, int64(len(HelloContent)), bytes.NewReader([]byte(HelloContent))); err != nil {
@@ -211,16 +228,28 @@ func buildDataLayer(p DataParams) (Layer, error) {
 	return w.close()
 }
 
-// writeSmallFiles writes n small text files, 100 to a directory.
-func writeSmallFiles(w *layerWriter, n int, text *textReader) error {
-	for i := range n {
-		if i%100 == 0 {
-			if err := w.dir(fmt.Sprintf("data/small/d%03d", i/100)); err != nil {
+// writeSmallFiles writes p.SmallFiles small files, p.SmallPerDir to a
+// directory, of text or (p.SmallRandom) of bytes from rng.
+func writeSmallFiles(w *layerWriter, p DataParams, text *textReader, rng io.Reader) error {
+	perDir, lo, hi := p.SmallPerDir, p.SmallMin, p.SmallMax
+	if perDir <= 0 {
+		perDir = 100
+	}
+	if lo <= 0 || hi < lo {
+		lo, hi = 1024, 4*1024
+	}
+	var content io.Reader = text
+	if p.SmallRandom {
+		content = rng
+	}
+	for i := range p.SmallFiles {
+		if i%perDir == 0 {
+			if err := w.dir(fmt.Sprintf("data/small/d%03d", i/perDir)); err != nil {
 				return err
 			}
 		}
-		size := int64(1024 + text.rng.IntN(3*1024))
-		if err := w.file(fmt.Sprintf("data/small/d%03d/f%05d", i/100, i), 0o644, size, text); err != nil {
+		size := int64(lo + text.rng.IntN(hi-lo))
+		if err := w.file(fmt.Sprintf("data/small/d%03d/f%05d", i/perDir, i), 0o644, size, content); err != nil {
 			return err
 		}
 	}
