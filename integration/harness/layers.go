@@ -139,8 +139,9 @@ type DataParams struct {
 	// The fields below shape the layer further; zero keeps the shape above
 	// (and, omitted from the cache key, the cached layers of earlier runs).
 
-	// FileBytes is the size of each random and text file; 0: 8 MiB.
-	FileBytes int64 `json:",omitempty"`
+	// RandomFileBytes and TextFileBytes are the sizes of each random and
+	// text file; 0: 8 MiB.
+	RandomFileBytes, TextFileBytes int64 `json:",omitempty"`
 	// SmallPerDir is the number of small files per data/small/dNNN
 	// directory; 0: 100.
 	SmallPerDir int `json:",omitempty"`
@@ -200,12 +201,8 @@ func buildDataLayer(p DataParams) (Layer, error) {
 			return Layer{}, err
 		}
 	}
-	chunk := int64(8 << 20)
-	if p.FileBytes > 0 {
-		chunk = p.FileBytes
-	}
 	for i, left := 0, p.RandomBytes; left > 0; i++ {
-		n := min(left, chunk)
+		n := min(left, orDefault(p.RandomFileBytes, 8<<20))
 		if err := w.file(fmt.Sprintf("data/random/blob-%03d", i), 0o644, n, rng); err != nil {
 			return Layer{}, err
 		}
@@ -213,7 +210,7 @@ func buildDataLayer(p DataParams) (Layer, error) {
 	}
 	text := &textReader{rng: rand.New(rand.NewPCG(p.Seed, 1))}
 	for i, left := 0, p.TextBytes; left > 0; i++ {
-		n := min(left, chunk)
+		n := min(left, orDefault(p.TextFileBytes, 8<<20))
 		if err := w.file(fmt.Sprintf("data/text/doc-%03d.txt", i), 0o644, n, text); err != nil {
 			return Layer{}, err
 		}
@@ -226,6 +223,14 @@ func buildDataLayer(p DataParams) (Layer, error) {
 		return Layer{}, err
 	}
 	return w.close()
+}
+
+// orDefault returns n, or def when n is not positive.
+func orDefault(n, def int64) int64 {
+	if n > 0 {
+		return n
+	}
+	return def
 }
 
 // writeSmallFiles writes p.SmallFiles small files, p.SmallPerDir to a

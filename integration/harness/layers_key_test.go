@@ -15,7 +15,7 @@ import (
 func TestDataParamsKeyStable(t *testing.T) {
 	p := DataParams{Seed: 1, RandomBytes: 6 << 20, TextBytes: 6 << 20, SmallFiles: 2000}
 	if got, want := p.key(), "data-f2332c242886aae3"; got != want {
-		t.Errorf("key of %+v = %s, want %s (the key of the same params before FileBytes and the Small* fields)", p, got, want)
+		t.Errorf("key of %+v = %s, want %s (the key of the same params before RandomFileBytes and the Small* fields)", p, got, want)
 	}
 	p.SmallPerDir = 200
 	if p.key() == "data-f2332c242886aae3" {
@@ -23,10 +23,10 @@ func TestDataParamsKeyStable(t *testing.T) {
 	}
 }
 
-// TestDataLayerShape: FileBytes, SmallPerDir and the small-file size
+// TestDataLayerShape: RandomFileBytes, SmallPerDir and the small-file size
 // bounds give the files and directories they name.
 func TestDataLayerShape(t *testing.T) {
-	p := DataParams{Seed: 3, RandomBytes: 3 << 20, SmallFiles: 10, FileBytes: 1 << 20,
+	p := DataParams{Seed: 3, RandomBytes: 3 << 20, SmallFiles: 10, RandomFileBytes: 1 << 20,
 		SmallPerDir: 5, SmallMin: 512, SmallMax: 1024, SmallRandom: true}
 	l, err := DataLayer(p, "")
 	if err != nil {
