@@ -25,6 +25,10 @@
 //     each, plus MaxRetries waits of at most max(1.25 × MaxBackoff,
 //     MaxRetryAfter). Open's probe (one byte) must be answered within one
 //     RateWindow per attempt.
+//   - Bearer tokens are the client's business (oras' auth.Client renews
+//     a refused one), but a 401 to a token that was refused again right
+//     after renewal is asked once more, at no cost to the retry budget:
+//     tokens expire during long lazy reads, and that is no fault.
 //   - Redirects from HTTPS to plain HTTP are refused, and no error carries a
 //     URL's query string (pre-signed URLs are credentials).
 //   - A blob is named by its oras registry.Reference (OpenReference), parsed
@@ -54,6 +58,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -319,6 +324,15 @@ func (b *Blob) noteFinalURL(final string) {
 func (b *Blob) get(ctx context.Context, start, end int64) (*http.Response, error) {
 	u, redirected := b.target()
 	resp, err := b.send(ctx, u, start, end)
+	if err == nil && refusedToken(resp) {
+		// oras' auth client renews a refused token by itself, but a token
+		// refused right after it was issued (a token server whose clock
+		// is behind) still comes back as 401. Asking once more buys a
+		// fresh token; the registry did nothing wrong, so this costs no
+		// attempt and is no failure.
+		drainClose(resp)
+		resp, err = b.send(ctx, u, start, end)
+	}
 	if err == nil && resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
 		err = statusError(resp)
 		drainClose(resp)
@@ -341,6 +355,16 @@ func (b *Blob) get(ctx context.Context, start, end int64) (*http.Response, error
 		b.noteFinalURL(resp.Request.URL.String())
 	}
 	return resp, nil
+}
+
+// refusedToken says resp is a 401 to a request that carried a bearer
+// token, i.e. the token (not the credentials behind it) was refused.
+func refusedToken(resp *http.Response) bool {
+	if resp.StatusCode != http.StatusUnauthorized || resp.Request == nil {
+		return false
+	}
+	scheme, _, _ := strings.Cut(resp.Request.Header.Get("Authorization"), " ")
+	return strings.EqualFold(scheme, "bearer")
 }
 
 // checkFinalURL refuses an answer that came over plain HTTP for an HTTPS
