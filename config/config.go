@@ -38,6 +38,7 @@ type Config struct {
 	Discovery       Discovery       `toml:"discovery" comment:"Finding an image's SOCI index and zTOCs."`
 	Registry        Registry        `toml:"registry" comment:"Registry access."`
 	Metrics         Metrics         `toml:"metrics" comment:"Prometheus metrics."`
+	CRIKeychain     CRIKeychain     `toml:"cri_keychain" comment:"Credentials from kubelet, through a CRI ImageService proxy in front of containerd's."`
 }
 
 // Daemon holds process-wide settings.

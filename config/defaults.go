@@ -67,5 +67,6 @@ func Default() *Config {
 		Metrics: Metrics{
 			Network: "tcp",
 		},
+		CRIKeychain: defaultCRIKeychain(),
 	}
 }

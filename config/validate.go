@@ -103,6 +103,7 @@ func (c *Config) Validate() error {
 	default:
 		bad("metrics.network", "must be tcp or unix, got %q", c.Metrics.Network)
 	}
+	c.CRIKeychain.validate(c.Daemon.Address, bad)
 	return errors.Join(errs...)
 }
 
