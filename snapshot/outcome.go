@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	snapshots "github.com/containerd/containerd/v2/core/snapshots"
@@ -17,12 +18,13 @@ import (
 
 // serveLazy commits the FUSE-mounted active snapshot under the target and
 // answers ErrAlreadyExists, which tells containerd the layer is in place.
-func (s *Snapshotter) serveLazy(ctx context.Context, key, target string, snap storage.Snapshot, d Decision) ([]mount.Mount, error) {
+func (s *Snapshotter) serveLazy(ctx context.Context, key, target string, snap storage.Snapshot, d Decision, tm *Timings) ([]mount.Mount, error) {
 	labels := s.layerLabels(ctx, key, d)
 	labels[LabelRemote] = LabelRemoteValue
 	if ns, ok := namespaces.Namespace(ctx); ok {
 		labels[LabelNamespace] = ns
 	}
+	tm.finish(labels)
 	if err := s.commitLayer(ctx, key, target, snapshots.Usage{}, labels); err != nil {
 		s.discardActive(ctx, key, snap.ID, true)
 		return nil, err
@@ -35,9 +37,12 @@ func (s *Snapshotter) serveLazy(ctx context.Context, key, target string, snap st
 // serveLocalUnpack has the LayerUnpacker fill the snapshot directory, then
 // commits it under the target like serveLazy. If unpacking fails, the
 // directory is emptied and containerd gets the layer the overlay way.
-func (s *Snapshotter) serveLocalUnpack(ctx context.Context, key, target string, snap storage.Snapshot, d Decision) ([]mount.Mount, error) {
+func (s *Snapshotter) serveLocalUnpack(ctx context.Context, key, target string, snap storage.Snapshot, d Decision, tm *Timings) ([]mount.Mount, error) {
 	dir := s.upperPath(snap.ID)
-	if err := s.unpacker.Unpack(ctx, dir, s.layerLabels(ctx, key, d)); err != nil {
+	unpackStart := time.Now()
+	err := s.unpacker.Unpack(ctx, dir, s.layerLabels(ctx, key, d))
+	tm.Unpack = time.Since(unpackStart)
+	if err != nil {
 		log.G(ctx).WithError(err).Warn("local unpack failed; containerd will pull the layer")
 		if err := emptyDir(dir); err != nil {
 			s.discardActive(ctx, key, snap.ID, false)
@@ -50,7 +55,9 @@ func (s *Snapshotter) serveLocalUnpack(ctx context.Context, key, target string, 
 		s.discardActive(ctx, key, snap.ID, false)
 		return nil, fmt.Errorf("disk usage of unpacked layer: %w", err)
 	}
-	if err := s.commitLayer(ctx, key, target, snapshots.Usage(du), s.layerLabels(ctx, key, d)); err != nil {
+	labels := s.layerLabels(ctx, key, d)
+	tm.finish(labels)
+	if err := s.commitLayer(ctx, key, target, snapshots.Usage(du), labels); err != nil {
 		s.discardActive(ctx, key, snap.ID, false)
 		return nil, err
 	}

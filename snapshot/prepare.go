@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	snapshots "github.com/containerd/containerd/v2/core/snapshots"
@@ -61,9 +62,11 @@ func (s *Snapshotter) View(ctx context.Context, key, parent string, opts ...snap
 func (s *Snapshotter) prepareLayer(ctx context.Context, key, target string, snap storage.Snapshot, labels map[string]string) ([]mount.Mount, error) {
 	ctx = log.WithLogger(ctx, log.G(ctx).WithField("target", target))
 	log.G(ctx).WithField("labels", labels).Debug("layer unpack")
+	tm := &Timings{Start: time.Now()}
 	d, decided := decideBeforeMount(s.lazyDisabled, s.minLayerSize, labels, s.unpacker != nil)
 	if !decided {
 		mountErr := s.mountLayer(ctx, s.upperPath(snap.ID), labels)
+		tm.Mount = time.Since(tm.Start)
 		d = decide(mountErr, s.unpacker != nil)
 		if d.Reason == ReasonMounted && s.completionOff {
 			d.Reason = ReasonMountedUnverified
@@ -74,9 +77,9 @@ func (s *Snapshotter) prepareLayer(ctx context.Context, key, target string, snap
 	}
 	switch d.Outcome {
 	case OutcomeLazy:
-		return s.serveLazy(ctx, key, target, snap, d)
+		return s.serveLazy(ctx, key, target, snap, d, tm)
 	case OutcomeLocalUnpack:
-		return s.serveLocalUnpack(ctx, key, target, snap, d)
+		return s.serveLocalUnpack(ctx, key, target, snap, d, tm)
 	default:
 		return s.serveOverlay(ctx, key, snap, d)
 	}
