@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // CountingProxy is a reverse proxy in front of a registry that counts the
@@ -38,8 +39,20 @@ type BlobGet struct {
 	Range string
 	// UserAgent is the client's User-Agent header.
 	UserAgent string
+	// Start is when the registry's response headers reached the proxy.
+	Start time.Time
 
-	n atomic.Int64
+	n    atomic.Int64
+	last atomic.Int64 // unix nanoseconds of the last body read
+}
+
+// End returns when the last body bytes of this GET went through so far
+// (Start when none have).
+func (g *BlobGet) End() time.Time {
+	if ns := g.last.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return g.Start
 }
 
 // Bytes returns the bytes served for this GET so far.
@@ -96,11 +109,12 @@ func (p *CountingProxy) observe(target string) func(*http.Response) error {
 				Digest:    resp.Request.URL.Path[strings.LastIndex(resp.Request.URL.Path, "/")+1:],
 				Range:     resp.Request.Header.Get("Range"),
 				UserAgent: resp.Request.Header.Get("User-Agent"),
+				Start:     time.Now(),
 			}
 			p.mu.Lock()
 			p.gets = append(p.gets, g)
 			p.mu.Unlock()
-			resp.Body = &countingBody{ReadCloser: resp.Body, total: &p.blobBytes, get: &g.n}
+			resp.Body = &countingBody{ReadCloser: resp.Body, total: &p.blobBytes, get: &g.n, last: &g.last}
 		}
 		return nil
 	}
@@ -137,12 +151,15 @@ func (p *CountingProxy) String() string {
 // its GET's count.
 type countingBody struct {
 	io.ReadCloser
-	total, get *atomic.Int64
+	total, get, last *atomic.Int64
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.total.Add(int64(n))
 	b.get.Add(int64(n))
+	if n > 0 {
+		b.last.Store(time.Now().UnixNano())
+	}
 	return n, err
 }
