@@ -22,6 +22,12 @@
 //   - A step that fails (registry down) is retried after a delay; a layer
 //     that reports done (complete, or failed verification) is finished.
 //
+// Those are the rules of the idle policy (PolicyIdle). With
+// PolicyFullSpeed (fullspeed.go) a layer is completed right after its
+// mount, layers one after the other, with parallel range requests ahead of
+// each step, and only foreground reads that wait on the network hold it
+// back (for YieldPeriod after the last one, rather than QuietPeriod).
+//
 // One worker goroutine runs the steps, so background work never takes more
 // than one core of a small node. Close cancels it and waits.
 package bgfetch
@@ -67,6 +73,15 @@ type Options struct {
 	// StepTimeout bounds one step (default 2m); a step that times out is
 	// a failed step, retried after RetryDelay.
 	StepTimeout time.Duration
+	// Policy is when layers are completed (default PolicyIdle; see
+	// fullspeed.go).
+	Policy Policy
+	// Parallel is how many range requests a full-speed completion keeps
+	// in flight (default 4).
+	Parallel int
+	// YieldPeriod is how long after the last foreground read that waited
+	// on the network full-speed completion resumes (default 50ms).
+	YieldPeriod time.Duration
 }
 
 // Status is what the scheduler knows about one layer.
@@ -112,6 +127,11 @@ type Scheduler struct {
 	// notBefore is when the next step may start while foreground reads
 	// hold the node busy: the last step's end plus its length.
 	notBefore time.Time
+	// Full-speed policy: foreground reads waiting on the network, when
+	// the last one ended, and a channel closed when none is left.
+	demand     int
+	lastDemand time.Time
+	demandIdle chan struct{}
 }
 
 // New starts a scheduler; Close stops it.
@@ -128,8 +148,17 @@ func New(opts Options) *Scheduler {
 	if opts.StepTimeout <= 0 {
 		opts.StepTimeout = 2 * time.Minute
 	}
+	if opts.Policy == "" {
+		opts.Policy = PolicyIdle
+	}
+	if opts.Parallel <= 0 {
+		opts.Parallel = 4
+	}
+	if opts.YieldPeriod <= 0 {
+		opts.YieldPeriod = 50 * time.Millisecond
+	}
 	s := &Scheduler{opts: opts, layers: map[string]*entry{}, wake: make(chan struct{}, 1),
-		limiter: rate.NewLimiter(rate.Inf, 0)}
+		limiter: rate.NewLimiter(rate.Inf, 0), demandIdle: closedChan()}
 	if opts.BytesPerSecond > 0 {
 		burst := int(max(opts.BytesPerSecond/4, 1<<20))
 		s.limiter = rate.NewLimiter(rate.Limit(opts.BytesPerSecond), burst)
@@ -141,13 +170,22 @@ func New(opts Options) *Scheduler {
 }
 
 // Add schedules layer under id (e.g. its mountpoint). Adding an id again
-// replaces the layer. The quiet period starts again: a layer is added when it
-// is mounted, just before the container it belongs to starts reading it, and
-// those first reads must not queue behind a background transfer (nor the
-// daemon's memory grow by a whole layer's spans before anyone asked).
+// replaces the layer. With the idle policy the quiet period starts again: a
+// layer is added when it is mounted, just before the container it belongs
+// to starts reading it, and those first reads must not queue behind a
+// background transfer (nor the daemon's memory grow by a whole layer's
+// spans before anyone asked). With the full-speed policy completion starts
+// at once, and foreground reads get the link by holding it back.
 func (s *Scheduler) Add(id string, layer Layer) {
+	if s.fullSpeed() {
+		if fl, ok := layer.(fullSpeedLayer); ok {
+			fl.FullSpeed(s.opts.Parallel, s.yield, s.Demand)
+		}
+	}
 	s.mu.Lock()
-	s.lastFg = time.Now()
+	if !s.fullSpeed() {
+		s.lastFg = time.Now()
+	}
 	if _, ok := s.layers[id]; !ok {
 		s.order = append(s.order, id)
 	}
@@ -294,8 +332,11 @@ func (s *Scheduler) pick() (*entry, time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
-	quiet := s.lastFg.Add(s.opts.QuietPeriod).Sub(now)
-	if s.active == 0 && quiet <= 0 {
+	active, quiet := s.busyLocked(now)
+	if s.fullSpeed() {
+		s.next = 0 // one layer after the other, each at full speed
+	}
+	if active == 0 && quiet <= 0 {
 		return s.nextRunnable(0, func(e *entry) time.Duration { return e.retryAt.Sub(now) })
 	}
 	// Foreground reads hold the node busy (quiet > 0 is how long until it

@@ -227,7 +227,9 @@ func (m *Manager) readSpan(ctx context.Context, id ztoc.SpanID, dst []byte, off 
 			m.metrics.CacheMisses.Inc()
 			continue // fetched again, once
 		}
+		waited := m.noteDemand()
 		buf, err := m.waitFlight(ctx, f, need, m.opts.Verify == VerifyDeferred)
+		waited()
 		if err != nil {
 			return err
 		}
@@ -296,13 +298,17 @@ func (m *Manager) runFlight(ctx context.Context, id ztoc.SpanID, f *flight) {
 	err := m.acquire(ctx)
 	if err == nil {
 		err = m.streamSpan(ctx, f)
+		<-m.sem
 		f.mu.Lock()
-		if f.span.Checkpoint != nil {
-			m.bufs.p.put(f.comp) // the hasher and inflater are done with it
-		}
+		comp := f.comp
 		f.comp = nil
 		f.mu.Unlock()
-		<-m.sem
+		if err == nil {
+			m.keepCompressed(id, comp) // for a full-speed pass (fullspeed.go)
+		}
+		if f.span.Checkpoint != nil {
+			m.bufs.p.put(comp) // the hasher and inflater are done with it
+		}
 	}
 	// From here on the flight only writes the cache: it no longer holds
 	// back fetch-ahead (startFlights).

@@ -32,9 +32,11 @@
 //     inflate that checks every checkpoint (offsets and window), span
 //     digest, gzip trailer and TOC entry, while the same bytes feed the
 //     layer digest. Each span's real bytes are compared with what was
-//     served and cached. Spans fetched earlier on demand are fetched a
-//     second time by this pass: that is the price of binding what was
-//     served to the layer digest.
+//     served and cached. By default spans fetched earlier on demand are
+//     fetched a second time by this pass: that is the price of binding what
+//     was served to the layer digest. With FullSpeed (fullspeed.go) their
+//     compressed bytes are kept in the cache for the pass instead, and the
+//     pass's bytes are fetched ahead of it by parallel range requests.
 //
 // Verification modes, the trade-off (Options.Verify):
 //   - VerifyStrict (default): a read is answered only once the digest of the
@@ -180,12 +182,15 @@ type Manager struct {
 	verified  int64                        // compressed bytes of verified spans
 	seq       streams                      // where recent readers stopped, to spot sequential ones
 	pass      passState                    // background completion progress
+	kept      map[ztoc.SpanID]bool         // spans whose compressed bytes the cache keeps for the pass
 
 	hot *hotSpans // recently verified spans in memory
 	// bufs recycles span buffers (bufpool.go).
 	bufs *BufferPool
 
 	failed atomic.Pointer[error]
+	// full is set by FullSpeed (fullspeed.go); nil for idle completion.
+	full atomic.Pointer[fullSpeed]
 }
 
 // New returns a Manager for the layer described by z, reading the blob
@@ -197,7 +202,7 @@ func New(z *ztoc.Ztoc, blob BlobReader, cache Cache, opts Options) (*Manager, er
 	setDefaults(&opts)
 	m := &Manager{z: z, blob: blob, cache: cache, opts: opts, metrics: opts.Metrics,
 		total: z.UncompressedArchiveSize, flights: map[ztoc.SpanID]*flight{},
-		partials: map[ztoc.SpanID]servedPrefix{}, sem: make(chan struct{}, opts.MaxParallel),
+		partials: map[ztoc.SpanID]servedPrefix{}, kept: map[ztoc.SpanID]bool{}, sem: make(chan struct{}, opts.MaxParallel),
 		hot: newHotSpans(opts.HotSpans), bufs: opts.Buffers}
 	if m.bufs == nil {
 		m.bufs = NewBufferPool()

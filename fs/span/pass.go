@@ -53,6 +53,9 @@ func (m *Manager) FetchNext(ctx context.Context) (fetched int64, done bool, err 
 	if m.pass.pipe == nil {
 		m.startPassLocked()
 	}
+	if fs := m.full.Load(); fs != nil && m.pass.ahead == nil {
+		m.pass.ahead = m.newAheadWindowLocked(fs, m.pass.fed)
+	}
 	p := m.pass
 	m.mu.Unlock()
 	return m.passStep(ctx, p)
@@ -81,11 +84,14 @@ func (m *Manager) startPassLocked() {
 // new one from byte 0.
 func (m *Manager) stopPass() {
 	m.mu.Lock()
-	pw := m.pass.pipe
+	pw, ahead := m.pass.pipe, m.pass.ahead
 	m.pass = passState{done: m.pass.done}
 	m.mu.Unlock()
 	if pw != nil {
 		pw.CloseWithError(errPassStopped)
+	}
+	if ahead != nil {
+		ahead.stop()
 	}
 }
 
@@ -93,11 +99,11 @@ func (m *Manager) stopPass() {
 // after the last one it collects the verdict.
 func (m *Manager) passStep(ctx context.Context, p passState) (int64, bool, error) {
 	size := m.z.CompressedArchiveSize
-	end := min(p.fed+passChunk, size)
-	buf, err := m.readCompressed(ctx, p.fed, end, ReasonBackground)
+	buf, err := m.passBytes(ctx, p)
 	if err != nil {
-		return 0, false, fmt.Errorf("completion pass: fetch blob bytes [%d,%d): %w", p.fed, end, err)
+		return 0, false, fmt.Errorf("completion pass: %w", err)
 	}
+	end := p.fed + int64(len(buf))
 	p.hasher.Write(buf)
 	// Write returns once the verifier consumed every byte (it checks them
 	// and caches the spans they complete meanwhile), or with its error.
@@ -125,8 +131,27 @@ func (m *Manager) passStep(ctx context.Context, p passState) (int64, bool, error
 	}
 	m.mu.Lock()
 	m.pass = passState{done: true}
+	m.kept = map[ztoc.SpanID]bool{}
 	m.mu.Unlock()
+	if p.ahead != nil {
+		p.ahead.stop()
+	}
 	return int64(len(buf)), true, nil
+}
+
+// passBytes returns the blob bytes that come next in pass p: the next
+// segment fetched ahead (full speed, fullspeed.go), or one chunk fetched
+// now.
+func (m *Manager) passBytes(ctx context.Context, p passState) ([]byte, error) {
+	if p.ahead != nil {
+		return p.ahead.take(ctx, p.fed)
+	}
+	end := min(p.fed+passChunk, m.z.CompressedArchiveSize)
+	buf, err := m.readCompressed(ctx, p.fed, end, ReasonBackground)
+	if err != nil {
+		return nil, fmt.Errorf("fetch blob bytes [%d,%d): %w", p.fed, end, err)
+	}
+	return buf, nil
 }
 
 // passVerdict waits for the verifier's outcome. A mismatch fails the

@@ -21,7 +21,8 @@ type passState struct {
 	fed    int64     // blob bytes fetched and fed to the verifier so far
 	hasher hash.Hash // layer digest over the bytes fed
 	pipe   *io.PipeWriter
-	result chan error // the verifier's outcome, once
+	result chan error   // the verifier's outcome, once
+	ahead  *aheadWindow // full-speed: the bytes fetched ahead of the pass
 	done   bool
 }
 

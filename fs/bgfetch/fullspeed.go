@@ -1,0 +1,129 @@
+package bgfetch
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Policy says when mounted layers are completed.
+type Policy string
+
+const (
+	// PolicyIdle completes layers while the node is quiet: no foreground
+	// read for QuietPeriod, one step at a time (MaxDeferral bounds the
+	// wait on a busy node).
+	PolicyIdle Policy = "idle"
+	// PolicyFullSpeed completes each layer right after its mount, with
+	// Parallel range requests ahead of the verification pass, one layer
+	// after the other. Foreground reads keep priority: while one waits on
+	// the network (and YieldPeriod after), no step starts and background
+	// transfers pause between pieces; they never take a foreground fetch
+	// slot. Verification is the same continuous pass as with PolicyIdle.
+	PolicyFullSpeed Policy = "full-speed"
+)
+
+// maxYield bounds one wait of a background transfer for foreground reads
+// to end: on a node whose reads never stop, completion still creeps on
+// (a piece per transfer per maxYield) instead of timing out and starting
+// over.
+const maxYield = time.Second
+
+// fullSpeedLayer is implemented by layers that can fetch ahead of their
+// completion pass (fs/span's Manager does): parallel range requests in
+// flight, wait called before each request and piece of a body, demand
+// called while a foreground read waits on the network.
+type fullSpeedLayer interface {
+	FullSpeed(parallel int, wait func(context.Context) error, demand func() func())
+}
+
+// ParsePolicy returns the policy named s ("" is PolicyIdle).
+func ParsePolicy(s string) (Policy, error) {
+	switch p := Policy(s); p {
+	case "":
+		return PolicyIdle, nil
+	case PolicyIdle, PolicyFullSpeed:
+		return p, nil
+	}
+	return "", fmt.Errorf("background fetch policy %q: want %q or %q", s, PolicyIdle, PolicyFullSpeed)
+}
+
+func (s *Scheduler) fullSpeed() bool { return s.opts.Policy == PolicyFullSpeed }
+
+// busyLocked returns how many foreground reads hold background work back
+// now, and how long until the node counts as quiet again after the last
+// one (≤ 0: it does). With the idle policy every read counts; with
+// full-speed only reads waiting on the network. The caller holds s.mu.
+func (s *Scheduler) busyLocked(now time.Time) (active int, quiet time.Duration) {
+	if s.fullSpeed() {
+		return s.demand, s.lastDemand.Add(s.opts.YieldPeriod).Sub(now)
+	}
+	return s.active, s.lastFg.Add(s.opts.QuietPeriod).Sub(now)
+}
+
+// Demand marks the start of a foreground read that waits on the network;
+// call the returned func when the wait ends. With the full-speed policy,
+// background transfers and steps hold back meanwhile.
+func (s *Scheduler) Demand() (done func()) {
+	s.mu.Lock()
+	if s.demand == 0 {
+		s.demandIdle = make(chan struct{})
+	}
+	s.demand++
+	s.mu.Unlock()
+	var ended bool
+	return func() {
+		s.mu.Lock()
+		if ended {
+			s.mu.Unlock()
+			return
+		}
+		ended = true
+		s.demand--
+		s.lastDemand = time.Now()
+		if s.demand == 0 {
+			close(s.demandIdle)
+		}
+		s.mu.Unlock()
+		s.nudge()
+	}
+}
+
+// yield blocks while foreground reads wait on the network and for
+// YieldPeriod after the last one, at most maxYield in all; it returns
+// ctx's error if ctx ends first.
+func (s *Scheduler) yield(ctx context.Context) error {
+	deadline := time.Now().Add(maxYield)
+	for {
+		now := time.Now()
+		s.mu.Lock()
+		active, quiet := s.demand, s.lastDemand.Add(s.opts.YieldPeriod).Sub(now)
+		idle := s.demandIdle
+		s.mu.Unlock()
+		left := deadline.Sub(now)
+		if (active == 0 && quiet <= 0) || left <= 0 {
+			return nil
+		}
+		wait := left
+		if active == 0 {
+			wait = min(quiet, left)
+			idle = nil // only the timer can end this wait
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return fmt.Errorf("wait for foreground reads: %w", context.Cause(ctx))
+		case <-idle:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// closedChan returns a closed channel: no foreground read waits yet.
+func closedChan() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}

@@ -1,0 +1,136 @@
+package bgfetch
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fullLayer is a stepLayer that records what FullSpeed gave it and the
+// order its steps ran in, among others.
+type fullLayer struct {
+	stepLayer
+	name     string
+	log      *stepLog
+	parallel int
+	wait     func(context.Context) error
+	demand   func() func()
+}
+
+type stepLog struct {
+	mu    sync.Mutex
+	steps []string
+}
+
+func (l *fullLayer) FullSpeed(parallel int, wait func(context.Context) error, demand func() func()) {
+	l.parallel, l.wait, l.demand = parallel, wait, demand
+}
+
+func (l *fullLayer) FetchNext(ctx context.Context) (int64, bool, error) {
+	if l.log != nil {
+		l.log.mu.Lock()
+		l.log.steps = append(l.log.steps, l.name)
+		l.log.mu.Unlock()
+	}
+	return l.stepLayer.FetchNext(ctx)
+}
+
+// TestFullSpeedStartsAtMount: with the full-speed policy a layer is
+// completed right after it is added, although the quiet period is an hour
+// and a (cache-hit) foreground read is in progress all along; the layer is
+// told the parallelism.
+func TestFullSpeedStartsAtMount(t *testing.T) {
+	s := newScheduler(t, Options{Policy: PolicyFullSpeed, Parallel: 3, QuietPeriod: time.Hour, MaxDeferral: time.Hour})
+	done := s.Foreground()
+	defer done()
+	l := &fullLayer{stepLayer: stepLayer{steps: 10, size: 1}}
+	s.Add("a", l)
+	waitFor(t, 5*time.Second, "layer done", func() bool { st, _ := s.Status("a"); return st.Done })
+	if l.parallel != 3 || l.wait == nil || l.demand == nil {
+		t.Fatalf("FullSpeed got parallel %d, wait set %v, demand set %v", l.parallel, l.wait != nil, l.demand != nil)
+	}
+}
+
+// TestFullSpeedYieldsToDemand: while a foreground read waits on the
+// network, no step starts and background transfers (wait) are held; both
+// resume YieldPeriod after it ends.
+func TestFullSpeedYieldsToDemand(t *testing.T) {
+	s := newScheduler(t, Options{Policy: PolicyFullSpeed, YieldPeriod: 20 * time.Millisecond, MaxDeferral: time.Hour})
+	read := s.Demand()
+	l := &fullLayer{stepLayer: stepLayer{steps: 3, size: 1}}
+	s.Add("a", l)
+	waited := make(chan time.Time, 1)
+	go func() {
+		if err := l.wait(context.Background()); err != nil {
+			t.Errorf("wait: %v", err)
+		}
+		waited <- time.Now()
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if n := l.taken.Load(); n != 0 {
+		t.Fatalf("%d steps taken during a foreground read", n)
+	}
+	select {
+	case <-waited:
+		t.Fatal("a background transfer went on during a foreground read")
+	default:
+	}
+	ended := time.Now()
+	read()
+	read() // a second call is harmless
+	if at := <-waited; at.Sub(ended) < 20*time.Millisecond {
+		t.Errorf("transfers resumed %v after the read, want at least the yield period", at.Sub(ended))
+	}
+	waitFor(t, 5*time.Second, "layer done", func() bool { st, _ := s.Status("a"); return st.Done })
+}
+
+// TestFullSpeedWaitEndsWithContext: a held transfer whose context ends
+// returns at once with its error.
+func TestFullSpeedWaitEndsWithContext(t *testing.T) {
+	s := newScheduler(t, Options{Policy: PolicyFullSpeed})
+	defer s.Demand()()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.yield(ctx); err == nil {
+		t.Fatal("wait with an ended context returned nil")
+	}
+}
+
+// TestFullSpeedOneLayerAfterTheOther: layers are completed in the order
+// they were added, each before the next starts, so the first mounted is
+// complete soonest.
+func TestFullSpeedOneLayerAfterTheOther(t *testing.T) {
+	s := newScheduler(t, Options{Policy: PolicyFullSpeed})
+	log := &stepLog{}
+	a := &fullLayer{stepLayer: stepLayer{steps: 5, size: 1}, name: "a", log: log}
+	b := &fullLayer{stepLayer: stepLayer{steps: 5, size: 1}, name: "b", log: log}
+	s.Add("a", a)
+	s.Add("b", b)
+	waitFor(t, 5*time.Second, "both done", func() bool {
+		sa, _ := s.Status("a")
+		sb, _ := s.Status("b")
+		return sa.Done && sb.Done
+	})
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	seenB := false
+	for _, name := range log.steps {
+		if name == "b" {
+			seenB = true
+		} else if seenB {
+			t.Fatalf("steps ran in the order %v: a after b", log.steps)
+		}
+	}
+}
+
+func TestParsePolicy(t *testing.T) {
+	for in, want := range map[string]Policy{"": PolicyIdle, "idle": PolicyIdle, "full-speed": PolicyFullSpeed} {
+		if got, err := ParsePolicy(in); err != nil || got != want {
+			t.Errorf("ParsePolicy(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := ParsePolicy("fast"); err == nil {
+		t.Error(`ParsePolicy("fast") succeeded`)
+	}
+}
