@@ -72,4 +72,9 @@ var (
 	// not to match the layer (a forged or wrong index): it is never
 	// mounted from that zTOC again.
 	ErrZtocRejected = errors.New("zTOC failed verification before")
+	// ErrUnauthorized reports a registry that refused the daemon's request
+	// for want of credentials it accepts (HTTP 401 or 403, or a challenge
+	// the daemon had no credentials for). containerd, which pulls with
+	// the credentials kubelet or the user gave it, may still pull.
+	ErrUnauthorized = errors.New("unauthorized")
 )

@@ -63,6 +63,10 @@ const (
 	// ReasonNoUnpacker: local unpacking was wanted but no LayerUnpacker is
 	// configured.
 	ReasonNoUnpacker Reason = "no-unpacker"
+	// ReasonUnauthorized: the registry refused the daemon's discovery
+	// request (no credentials, or ones it does not accept); containerd
+	// pulls the layer with its own.
+	ReasonUnauthorized Reason = "unauthorized"
 	// ReasonUnpackFailed: local unpacking was tried and failed; containerd
 	// gets a second chance through the overlay path.
 	ReasonUnpackFailed Reason = "unpack-failed"
@@ -79,6 +83,9 @@ type Decision struct {
 // its own method (serveLazy, serveLocalUnpack, serveOverlay).
 //
 //   - nil → lazy;
+//   - index.ErrUnauthorized → overlay: the daemon may not read the
+//     registry, so it could not unpack the layer either; containerd pulls
+//     with its own credentials;
 //   - index.ErrIndexNotTrusted → overlay, like an unindexed image (it is
 //     tested first: those errors wrap index.ErrNoIndex too);
 //   - index.ErrNoIndex → overlay: the whole image is unindexed, so containerd
@@ -98,6 +105,8 @@ func decide(mountErr error, haveUnpacker bool) Decision {
 	switch {
 	case mountErr == nil:
 		return Decision{OutcomeLazy, ReasonMounted}
+	case errors.Is(mountErr, index.ErrUnauthorized):
+		return Decision{OutcomeOverlay, ReasonUnauthorized}
 	case errors.Is(mountErr, index.ErrIndexNotTrusted):
 		return Decision{OutcomeOverlay, ReasonV1NotTrusted}
 	case errors.Is(mountErr, index.ErrNoIndex):

@@ -174,6 +174,8 @@ func TestDecide(t *testing.T) {
 		{fmt.Errorf("find zTOC: %w", index.ErrZtocBudget), true, Decision{OutcomeLocalUnpack, ReasonZtocBudget}},
 		{other, false, Decision{OutcomeOverlay, ReasonNoUnpacker}},
 		{fmt.Errorf("mount: %w: %w", errors.New("fs says rejected"), index.ErrZtocRejected), true, Decision{OutcomeLocalUnpack, ReasonZtocRejected}},
+		// The daemon could not unpack what it may not read: containerd pulls.
+		{fmt.Errorf("find index: %w: %w", index.ErrUnauthorized, index.ErrNoIndex), true, Decision{OutcomeOverlay, ReasonUnauthorized}},
 	}
 	for _, c := range cases {
 		if got := decide(c.err, c.unpacker); got != c.want {

@@ -193,6 +193,8 @@ func why(path, reason string) string {
 		return "no zTOC and local unpacking is off: pulled by containerd"
 	case snapshot.ReasonUnpackFailed:
 		return "local unpacking failed: pulled by containerd"
+	case snapshot.ReasonUnauthorized:
+		return "the registry refused the daemon (no credentials, or wrong ones): pulled by containerd. Give the daemon credentials: [cri_keychain] on a Kubernetes node, or a Docker config ([registry] docker_config)"
 	}
 	switch path {
 	case "not-unpacked":

@@ -61,7 +61,7 @@ func TestWhyCoversEveryReason(t *testing.T) {
 		snapshot.ReasonNoZtoc, snapshot.ReasonBelowMinSize, snapshot.ReasonMountFailed,
 		snapshot.ReasonNoUnpacker, snapshot.ReasonUnpackFailed, snapshot.ReasonV1NotTrusted,
 		snapshot.ReasonZtocTooLarge, snapshot.ReasonZtocBudget, snapshot.ReasonZtocRejected,
-		snapshot.ReasonMountedUnverified,
+		snapshot.ReasonMountedUnverified, snapshot.ReasonUnauthorized,
 	}
 	outcomes := []snapshot.Outcome{snapshot.OutcomeLazy, snapshot.OutcomeLocalUnpack, snapshot.OutcomeOverlay}
 	for _, r := range reasons {

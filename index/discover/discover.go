@@ -39,8 +39,8 @@
 // Caching: results are cached per repository and manifest digest for
 // Options.TTL; failures (ErrNoIndex included, since an index may be pushed
 // later) for the shorter Options.NegativeTTL, never for the daemon's life.
-// Cancellation is never cached. Concurrent lookups of one key share a
-// single registry round.
+// Cancellation and refusals (ErrUnauthorized) are never cached. Concurrent
+// lookups of one key share a single registry round.
 //
 // Trust: a v1 index is attached to an image by anyone who may push to its
 // repository (a referrer, or the sha256-<hex> tag), and its zTOCs say which
@@ -238,6 +238,7 @@ func (d *Discoverer) Find(ctx context.Context, imageRef string, manifest digest.
 	}
 	v, err, _ := d.group.Do(key, func() (any, error) {
 		res, err := d.find(ctx, t, manifest, explicitIndex)
+		err = markUnauthorized(err)
 		d.store(key, res, err)
 		return res, err
 	})
@@ -246,7 +247,9 @@ func (d *Discoverer) Find(ctx context.Context, imageRef string, manifest digest.
 }
 
 func (d *Discoverer) store(key string, res *Result, err error) {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	// A refusal is not remembered either: credentials may come any moment
+	// (a docker login, a CRI pull that carries them).
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, index.ErrUnauthorized) {
 		return
 	}
 	now := d.opts.Now()
@@ -303,7 +306,7 @@ func (d *Discoverer) find(ctx context.Context, t target, manifest, explicitIndex
 // the fallback tag, de-duplicated by digest, in the order Find prefers them.
 // It does not fetch the indices and does not use the cache.
 func (d *Discoverer) List(ctx context.Context, imageRef string, manifest digest.Digest) (_ []Found, err error) {
-	defer func() { err = redact.Error(err) }()
+	defer func() { err = redact.Error(markUnauthorized(err)) }()
 	t, err := d.parseTarget(imageRef)
 	if err != nil {
 		return nil, err

@@ -167,7 +167,7 @@ func (e *repoEntry) probeAPI(ctx context.Context) (bool, error) {
 	case resp.StatusCode == http.StatusNotFound, resp.StatusCode == http.StatusBadRequest:
 		return false, nil
 	case resp.StatusCode == http.StatusUnauthorized, resp.StatusCode == http.StatusForbidden:
-		return false, fmt.Errorf("probe referrers API of %s: access denied (HTTP %d)", e.name, resp.StatusCode)
+		return false, fmt.Errorf("probe referrers API of %s: access denied (HTTP %d): %w", e.name, resp.StatusCode, index.ErrUnauthorized)
 	}
 	return false, fmt.Errorf("probe referrers API of %s: unexpected HTTP %d", e.name, resp.StatusCode)
 }
