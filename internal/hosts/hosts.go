@@ -82,6 +82,10 @@ type Options struct {
 	// host with its own TLS settings gets one, with those settings. Nil:
 	// clones of http.DefaultTransport.
 	NewTransport func() *http.Transport
+	// Base carries the requests of hosts without TLS settings or a
+	// dial_timeout of their own, and of registries without configuration
+	// (nil: one transport from NewTransport).
+	Base http.RoundTripper
 	// Cooldown is how long a host that failed as a host is skipped
 	// (default 30s).
 	Cooldown time.Duration
@@ -95,7 +99,9 @@ type Options struct {
 // concurrent use; one Hosts serves every client of a process.
 type Hosts struct {
 	opts Options
-	base *http.Transport // for hosts without TLS settings of their own
+	// base is Options.Base behind a pointer of ours, so that load can
+	// tell it from the transports containerd builds.
+	base *baseTransport
 
 	mu      sync.Mutex
 	entries map[entryKey]*entry
@@ -141,9 +147,13 @@ func New(opts Options) *Hosts {
 			return &http.Transport{Proxy: http.ProxyFromEnvironment}
 		}
 	}
+	base := opts.Base
+	if base == nil {
+		base = opts.NewTransport()
+	}
 	return &Hosts{
 		opts:    opts,
-		base:    opts.NewTransport(),
+		base:    &baseTransport{base},
 		entries: map[entryKey]*entry{},
 		benched: map[string]time.Time{},
 	}
@@ -243,7 +253,7 @@ func (h *Hosts) load(ctx context.Context, name, scheme, dir string) ([]*endpoint
 				c.Transport = h.base
 				return nil
 			}
-			if t, ok := c.Transport.(*http.Transport); ok && t != h.base {
+			if t, ok := c.Transport.(*http.Transport); ok {
 				c.Transport = h.tune(t)
 			}
 			return nil
@@ -265,8 +275,10 @@ func (h *Hosts) load(ctx context.Context, name, scheme, dir string) ([]*endpoint
 			proxy:  r.Host != name && !(name == "docker.io" && r.Host == dockerHubAPI),
 			server: i == len(regs)-1,
 		}
-		if r.Client != nil && r.Client.Transport != nil && r.Client.Transport != http.RoundTripper(h.base) {
-			ep.transport = r.Client.Transport
+		if r.Client != nil && r.Client.Transport != nil {
+			if b, ok := r.Client.Transport.(*baseTransport); !ok || b != h.base {
+				ep.transport = r.Client.Transport
+			}
 		}
 		eps[i] = ep
 	}

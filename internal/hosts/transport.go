@@ -24,6 +24,17 @@ func (r router) RoundTrip(req *http.Request) (*http.Response, error) {
 	return r.h.base.RoundTrip(req)
 }
 
+// baseTransport is the transport of requests without a host's own.
+type baseTransport struct{ http.RoundTripper }
+
+// CloseIdleConnections closes the idle connections of the transport, if
+// it keeps any.
+func (b *baseTransport) CloseIdleConnections() {
+	if c, ok := b.RoundTripper.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
 // CloseIdleConnections closes the idle connections of every transport,
 // as http.Client.CloseIdleConnections expects of its transport.
 func (r router) CloseIdleConnections() {
