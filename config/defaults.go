@@ -45,6 +45,8 @@ func Default() *Config {
 			RetryDelay:    Dur(2 * time.Second),
 			MaxDeferral:   Dur(30 * time.Second),
 			StepTimeout:   Dur(2 * time.Minute),
+			Policy:        PolicyFullSpeed,
+			Parallel:      4,
 		},
 		Discovery: Discovery{
 			V2:                true,

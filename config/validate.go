@@ -74,6 +74,12 @@ func (c *Config) Validate() error {
 	if c.Fetch.MaxConcurrency < 1 {
 		bad("fetch.max_concurrency", "must be at least 1, got %d", c.Fetch.MaxConcurrency)
 	}
+	if c.BackgroundFetch.Policy != PolicyFullSpeed && c.BackgroundFetch.Policy != PolicyIdle {
+		bad("background_fetch.policy", "must be %q or %q, got %q", PolicyFullSpeed, PolicyIdle, c.BackgroundFetch.Policy)
+	}
+	if c.BackgroundFetch.Parallel < 1 {
+		bad("background_fetch.parallel", "must be at least 1, got %d", c.BackgroundFetch.Parallel)
+	}
 	if c.Fetch.Verify != VerifyStrict && c.Fetch.Verify != VerifyDeferred {
 		bad("fetch.verify", "must be %q or %q, got %q", VerifyStrict, VerifyDeferred, c.Fetch.Verify)
 	}
