@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
+	"os"
 	"strconv"
 	"strings"
 
@@ -36,14 +38,40 @@ type containerdFlags struct {
 	snapshotter string
 }
 
+// The environment variables ctr and nerdctl read for containerd's socket
+// and namespace, so a shell set up for them works with ociseek as it is.
+const (
+	envContainerdAddress   = "CONTAINERD_ADDRESS"
+	envContainerdNamespace = namespaces.NamespaceEnvVar
+)
+
+// defaultContainerdAddress is containerd's own default socket.
+const defaultContainerdAddress = "/run/containerd/containerd.sock"
+
+// addContainerdFlags registers --address/-a and --namespace/-n, whose
+// defaults come from $CONTAINERD_ADDRESS and $CONTAINERD_NAMESPACE when
+// set (a flag on the command line wins, as with ctr), and --snapshotter.
 func addContainerdFlags(fs interface {
 	StringVar(p *string, name, value, usage string)
 }) *containerdFlags {
 	c := &containerdFlags{}
-	fs.StringVar(&c.address, "address", "/run/containerd/containerd.sock", "containerd's gRPC `socket`")
-	fs.StringVar(&c.namespace, "namespace", namespaces.Default, "containerd `namespace`")
+	address := envOr(envContainerdAddress, defaultContainerdAddress)
+	namespace := envOr(envContainerdNamespace, namespaces.Default)
+	fs.StringVar(&c.address, "address", address, "containerd's gRPC `socket` ($"+envContainerdAddress+" sets the default)")
+	fs.StringVar(&c.address, "a", address, "shorthand for --address")
+	fs.StringVar(&c.namespace, "namespace", namespace, "containerd `namespace` ($"+envContainerdNamespace+" sets the default)")
+	fs.StringVar(&c.namespace, "n", namespace, "shorthand for --namespace")
 	fs.StringVar(&c.snapshotter, "snapshotter", "soci", "`name` of the ociseek proxy snapshotter in containerd's configuration")
 	return c
+}
+
+// envOr returns the environment variable name, or def when it is unset or
+// empty (an empty namespace or socket is never meant).
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }
 
 // connect returns a containerd client and a context in the namespace.
@@ -173,9 +201,14 @@ func newResolver(rf *registryFlags) remotes.Resolver {
 		}
 		return cred.Username, cred.Password, nil
 	}
-	hosts := docker.ConfigureDefaultRegistries(
-		docker.WithAuthorizer(docker.NewDockerAuthorizer(docker.WithAuthCreds(creds))),
-		docker.WithPlainHTTP(func(host string) (bool, error) { return rf.plainHTTPFor(host), nil }),
-	)
+	authOpts := []docker.AuthorizerOpt{docker.WithAuthCreds(creds)}
+	regOpts := []docker.RegistryOpt{docker.WithPlainHTTP(func(host string) (bool, error) { return rf.plainHTTPFor(host), nil })}
+	if tr := rf.transport(); tr != nil {
+		// --skip-verify, --insecure-registry: the token requests too.
+		client := &http.Client{Transport: tr}
+		authOpts = append(authOpts, docker.WithAuthClient(client))
+		regOpts = append(regOpts, docker.WithClient(client))
+	}
+	hosts := docker.ConfigureDefaultRegistries(append(regOpts, docker.WithAuthorizer(docker.NewDockerAuthorizer(authOpts...)))...)
 	return docker.NewResolver(docker.ResolverOptions{Hosts: hosts})
 }

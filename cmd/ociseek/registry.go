@@ -23,28 +23,39 @@ type registryFlags struct {
 	fs        *flag.FlagSet
 	plainHTTP bool
 	user      string
+	// skipVerify and insecure are --skip-verify and --insecure-registry
+	// (see transport); httpOnly caches speaksOnlyHTTP's answers.
+	skipVerify, insecure bool
+	httpOnly             schemeCache
 	// client is made once per command so every repository of a run shares
 	// the token cache and the credential lookup.
 	client *auth.Client
 }
 
-// addRegistryFlags registers --plain-http and --user on fs.
+// addRegistryFlags registers --plain-http, --user/-u, --skip-verify/-k
+// and --insecure-registry on fs.
 func addRegistryFlags(fs *flag.FlagSet) *registryFlags {
 	r := &registryFlags{fs: fs}
 	fs.BoolVar(&r.plainHTTP, "plain-http", false,
 		"talk HTTP, not HTTPS, to the registry (default: on for localhost and 127.0.0.0/8, off elsewhere)")
 	fs.StringVar(&r.user, "user", "",
 		"registry credentials as `USER:PASSWORD` (default: the docker config file and its credential helpers)")
+	fs.StringVar(&r.user, "u", "", "shorthand for --user")
+	r.addTLSFlags(fs)
 	return r
 }
 
 // plainHTTPFor says whether to use HTTP for host: as given by --plain-http
-// when it was set, else discover's default (loopback hosts only).
+// when it was set, else, under --insecure-registry, whether host answers
+// HTTPS at all, else discover's default (loopback hosts only).
 func (r *registryFlags) plainHTTPFor(host string) bool {
 	set := false
 	r.fs.Visit(func(f *flag.Flag) { set = set || f.Name == "plain-http" })
 	if set {
 		return r.plainHTTP
+	}
+	if r.insecure {
+		return r.speaksOnlyHTTP(host)
 	}
 	return discover.DefaultPlainHTTP(host)
 }
@@ -73,7 +84,7 @@ func (r *registryFlags) authClient() (*auth.Client, error) {
 		c.Credential = credentials.Credential(store)
 		source = "the docker config file ($DOCKER_CONFIG or ~/.docker)"
 	}
-	c.Client = &http.Client{Transport: authErrors{next: retry.NewTransport(nil), credential: c.Credential, source: source}}
+	c.Client = &http.Client{Transport: authErrors{next: retry.NewTransport(r.transport()), credential: c.Credential, source: source}}
 	r.client = c
 	return c, nil
 }
