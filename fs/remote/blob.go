@@ -42,7 +42,12 @@
 //   - The caller's context reaches every HTTP request, so an interrupted
 //     FUSE read cancels its fetch.
 //   - The HTTP client is the caller's; NewTransport gives a transport fit
-//     for many parallel range reads of one host (see its comment).
+//     for many parallel range reads of one host (see its comment). The
+//     client may send a request to another host by itself (internal/hosts:
+//     the mirrors of containerd's hosts.toml, falling over between them);
+//     only a redirect's target is cached, so every new request lets it
+//     choose again, and a range that broke on a mirror resumes, on the next
+//     attempt, from wherever the client sends it.
 //
 // Hazards: the registry is untrusted. Answers are checked (status,
 // Content-Range, length) and error bodies are read only up to a small bound,
@@ -57,7 +62,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -351,7 +355,10 @@ func (b *Blob) get(ctx context.Context, start, end int64) (*http.Response, error
 		}
 		return nil, err
 	}
-	if !redirected && resp.Request != nil && resp.Request.URL != nil {
+	if !redirected && resp.Request != nil && resp.Request.URL != nil && resp.Request.Response != nil {
+		// Only a redirect's target is remembered: a client that sent the
+		// request elsewhere by itself (a mirror of hosts.toml) must be
+		// asked again each time, so it can choose again.
 		b.noteFinalURL(resp.Request.URL.String())
 	}
 	return resp, nil
@@ -367,15 +374,22 @@ func refusedToken(resp *http.Response) bool {
 	return strings.EqualFold(scheme, "bearer")
 }
 
-// checkFinalURL refuses an answer that came over plain HTTP for an HTTPS
-// blob URL: a client whose redirect policy Open could not guard followed a
-// downgrade.
+// checkFinalURL refuses an answer that came over plain HTTP after a
+// redirect from HTTPS: a client whose redirect policy Open could not guard
+// followed a downgrade. The chain of redirects is walked back rather than
+// compared with the blob URL, because the client may have sent the first
+// request elsewhere (a mirror of hosts.toml, which may be plain HTTP).
 func (b *Blob) checkFinalURL(resp *http.Response) error {
-	if resp.Request == nil || resp.Request.URL == nil || b.opts.PlainHTTP || resp.Request.URL.Scheme == "https" {
-		return nil
+	for r := resp.Request; r != nil && r.URL != nil && r.Response != nil; r = r.Response.Request {
+		prev := r.Response.Request
+		if prev == nil || prev.URL == nil {
+			break
+		}
+		if prev.URL.Scheme == "https" && r.URL.Scheme != "https" {
+			return fmt.Errorf("%w: from https://%s to %s://%s", ErrInsecureRedirect, prev.URL.Host, r.URL.Scheme, r.URL.Host)
+		}
 	}
-	reg, _ := url.Parse(b.url)
-	return fmt.Errorf("%w: from https://%s to %s://%s", ErrInsecureRedirect, reg.Host, resp.Request.URL.Scheme, resp.Request.URL.Host)
+	return nil
 }
 
 func (b *Blob) send(ctx context.Context, u string, start, end int64) (*http.Response, error) {
