@@ -28,7 +28,13 @@ recorded on the layer's snapshot:
                 index); containerd downloaded and unpacked it
 
 Columns: layer number (bottom first), layer digest, compressed size, path,
-reason code, and the reason in words.`
+reason code, and the reason in words.
+
+With --timings, a second table follows: for each layer the daemon served
+itself (lazy or local-unpack), when its unpack began (seconds after the
+first such layer's), how long the lazy mount took (index discovery, zTOC
+fetch and parse, blob probe, FUSE mount), how long the local unpack took,
+and the total until the layer was in place.`
 
 func explainCommand() command {
 	return command{
@@ -42,6 +48,7 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := newFlagSet("explain", "[flags] REF", explainDescription, stderr)
 	cf := addContainerdFlags(fs)
 	root := fs.String("root", "/var/lib/ociseek", "the snapshotter daemon's state `directory` ([daemon] root), where failed verifications are recorded")
+	timings := fs.Bool("timings", false, "also print when each layer was prepared and how long its steps took")
 	pos, err := parseArgs(fs, args, 1)
 	if err != nil {
 		return err
@@ -62,12 +69,18 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	return explainImage(ctx, client, img, cf.snapshotter, rejected, stdout)
+	return explainImageTimings(ctx, client, img, cf.snapshotter, rejected, *timings, stdout)
 }
 
 // explainImage prints one line per layer of img with the decision the
 // snapshotter recorded on the layer's committed snapshot.
 func explainImage(ctx context.Context, client *containerd.Client, img containerd.Image, snapshotter string, rejected []ociseekfs.Rejection, w io.Writer) error {
+	return explainImageTimings(ctx, client, img, snapshotter, rejected, false, w)
+}
+
+// explainImageTimings is explainImage, followed by the daemon's timings of
+// each layer when timings is set (explain --timings).
+func explainImageTimings(ctx context.Context, client *containerd.Client, img containerd.Image, snapshotter string, rejected []ociseekfs.Rejection, timings bool, w io.Writer) error {
 	manifest, err := images.Manifest(ctx, client.ContentStore(), img.Target(), img.Platform())
 	if err != nil {
 		return fmt.Errorf("manifest of %s: %w", img.Name(), err)
@@ -91,13 +104,20 @@ func explainImage(ctx context.Context, client *containerd.Client, img containerd
 			return fmt.Errorf("snapshot of layer %d (%s): %w", i+1, layer.Digest, err)
 		default:
 			rows[i].Path, rows[i].Reason = info.Labels[snapshot.LabelDecision], info.Labels[snapshot.LabelDecisionReason]
+			rows[i].Timings = info.Labels[snapshot.LabelTimings]
 			if rows[i].Path == "" {
 				rows[i].Path = "unknown"
 			}
 		}
 		markRejected(&rows[i], rejected)
 	}
-	return writeExplainTable(w, rows)
+	if err := writeExplainTable(w, rows); err != nil {
+		return err
+	}
+	if timings {
+		return writeTimingsTable(w, rows)
+	}
+	return nil
 }
 
 // markRejected replaces a lazy layer's reason by the verification failure
@@ -132,6 +152,8 @@ type explainRow struct {
 	Reason string
 	// Failure is the recorded verification failure of a lazy layer.
 	Failure string
+	// Timings is the daemon's timings label, "" when absent.
+	Timings string
 }
 
 // writeExplainTable prints rows (bottom layer first) as an aligned table
