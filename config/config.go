@@ -114,6 +114,7 @@ type Discovery struct {
 type Registry struct {
 	PlainHTTP    []string `toml:"plain_http" comment:"Registry hosts (host:port) reached over plain HTTP. Loopback hosts always are."`
 	DockerConfig string   `toml:"docker_config" comment:"Docker config.json with credentials; empty means $DOCKER_CONFIG or ~/.docker/config.json."`
+	ConfigPath   string   `toml:"config_path" comment:"containerd's registry host configuration directory (its config_path): <host>/hosts.toml and _default/hosts.toml, read as containerd reads them, for mirrors, CAs and client certificates of every registry request. A missing directory means none; empty: none."`
 }
 
 // Metrics configures the Prometheus endpoint.

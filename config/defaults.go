@@ -65,6 +65,9 @@ func Default() *Config {
 		},
 		Registry: Registry{
 			PlainHTTP: []string{},
+			// containerd's own default, so that a node's mirrors apply
+			// without a line of ours.
+			ConfigPath: "/etc/containerd/certs.d",
 		},
 		Metrics: Metrics{
 			Network: "tcp",

@@ -104,6 +104,9 @@ func (c *Config) Validate() error {
 			bad("registry.plain_http", "entries are host or host:port, got %q", h)
 		}
 	}
+	if c.Registry.ConfigPath != "" && !filepath.IsAbs(c.Registry.ConfigPath) {
+		bad("registry.config_path", "must be an absolute path, got %q", c.Registry.ConfigPath)
+	}
 	switch c.Metrics.Network {
 	case "tcp", "unix":
 	default:
