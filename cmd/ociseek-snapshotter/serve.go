@@ -54,7 +54,11 @@ func serve(ctx context.Context, cfg *config.Config) error {
 
 	// Each server goroutine reports on errc (buffered: nobody may block on
 	// a send after serve has returned).
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
+	if err := svc.cri.serve(ctx, srv, errc); err != nil {
+		lis.Close()
+		return errors.Join(err, svc.shutdown(ctx, false))
+	}
 	go func() { errc <- srv.Serve(lis) }()
 	metricsSrv, err := serveMetrics(cfg.Metrics, reg, errc)
 	if err != nil {

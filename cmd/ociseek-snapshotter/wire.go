@@ -35,8 +35,9 @@ import (
 // service is what serve runs and stops: the snapshotter and, with lazy
 // loading on, the lazy file system under it.
 type service struct {
-	sn *snapshot.Snapshotter
-	fs *fs.FS // nil with lazy loading off
+	sn  *snapshot.Snapshotter
+	fs  *fs.FS      // nil with lazy loading off
+	cri *criService // nil with [cri_keychain] off
 }
 
 // newService builds the snapshotter under <root>/snapshotter over the lazy
@@ -57,8 +58,12 @@ func newServiceXattr(ctx context.Context, cfg *config.Config, reg prometheus.Reg
 	if err != nil {
 		return nil, err
 	}
+	cri, err := newCRIService(cfg, client)
+	if err != nil {
+		return nil, err
+	}
 	snRoot := filepath.Join(cfg.Daemon.Root, "snapshotter")
-	d := &service{}
+	d := &service{cri: cri}
 	fsys := snapshot.FileSystem(noIndexFS{})
 	if cfg.Snapshotter.Lazy {
 		if d.fs, err = newFileSystem(cfg, client, reg, userXattr); err != nil {
@@ -121,7 +126,7 @@ func overlayNeedsUserXattr(ctx context.Context, root string) (bool, error) {
 // system is detached, which stops background fetching after its current
 // step and closes the span cache, but unmounts nothing.
 func (d *service) shutdown(ctx context.Context, unmount bool) error {
-	var errs []error
+	errs := []error{d.cri.close()}
 	if unmount {
 		errs = append(errs, d.sn.UnmountAll(ctx))
 		if d.fs != nil {
