@@ -20,6 +20,9 @@ type EnvOptions struct {
 	CRI bool
 	// SandboxImage is the CRI pod sandbox image (see ContainerdOptions).
 	SandboxImage string
+	// CRIKeychain turns on the daemon's [cri_keychain]: it serves the CRI
+	// image service on Env.ImageService and forwards to this containerd.
+	CRIKeychain bool
 }
 
 // Env is the daemon and containerd wired together in one private
@@ -33,6 +36,9 @@ type Env struct {
 	Daemon *Daemon
 	// Containerd is containerd, with the daemon as proxy snapshotter "soci".
 	Containerd *Containerd
+	// ImageService is the daemon's CRI image service socket (crictl's
+	// --image-endpoint), with EnvOptions.CRIKeychain; "" without.
+	ImageService string
 }
 
 // NewEnv starts the daemon and containerd in a fresh directory under /tmp
@@ -62,6 +68,12 @@ func NewEnvIn(s Scope, tools Tools, opts EnvOptions) (*Env, error) {
 	}
 	s.Defer(func() { removeEnvDir(s, dir) })
 	e := &Env{Dir: dir, Tools: tools}
+	if opts.CRIKeychain {
+		// containerd's socket, as StartContainerdIn names it under dir/c.
+		e.ImageService = filepath.Join(dir, "cri.sock")
+		opts.Daemon.Extra += fmt.Sprintf("\n[cri_keychain]\nenable = true\nimage_service_path = %q\nlisten_path = %q\n",
+			filepath.Join(dir, "c", "containerd.sock"), e.ImageService)
+	}
 	if e.Daemon, err = StartDaemonIn(s, tools, filepath.Join(dir, "d"), opts.Daemon); err != nil {
 		return nil, err
 	}
