@@ -140,7 +140,7 @@ func Parse(r io.Reader) (*Config, error) {
 	if err := dec.Decode(cfg); err != nil {
 		var strict *toml.StrictMissingError
 		if errors.As(err, &strict) {
-			return nil, fmt.Errorf("unknown config keys:\n%s%s", strict.String(), removedHints(strict))
+			return nil, fmt.Errorf("unknown config keys:\n%s%s%s", strict.String(), removedHints(strict), sociHint(strict))
 		}
 		var derr *toml.DecodeError
 		if errors.As(err, &derr) {
