@@ -16,7 +16,10 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"oras.land/oras-go/v2/registry/remote/auth"
 
 	"github.com/ociseek/ociseek/config"
 	"github.com/ociseek/ociseek/fs"
@@ -138,5 +141,76 @@ func TestCRIKeychainDaemon(t *testing.T) {
 				t.Errorf("Prepare = %v; decision %v (%v); want overlay mounts with reason %s", prepErr, info.Labels, err, tc.wantReason)
 			}
 		})
+	}
+}
+
+// TestCRIImageServiceOnDaemonSocket: with listen_path empty (the default),
+// kubelet's imageServiceEndpoint is the daemon's own socket: a pull there
+// reaches containerd's CRI, and the daemon's registry client then answers
+// the image's repository with the pull's credentials. With [cri_keychain]
+// off, the socket serves no image service and the client is unchanged.
+func TestCRIImageServiceOnDaemonSocket(t *testing.T) {
+	ctx := logtest.WithT(context.Background(), t)
+	for _, enable := range []bool{true, false} {
+		dir := t.TempDir()
+		cfg := config.Default()
+		cfg.Daemon.Address = filepath.Join(dir, "ociseek.sock")
+		cfg.CRIKeychain.Enable = enable
+		cfg.CRIKeychain.ImageServicePath = filepath.Join(dir, "containerd.sock")
+
+		pulled := make(chan string, 1)
+		containerd := &pullingCRI{prepare: func() error { pulled <- "pulled"; return nil }}
+		upstream := grpc.NewServer()
+		runtime.RegisterImageServiceServer(upstream, containerd)
+		ulis, err := net.Listen("unix", cfg.CRIKeychain.ImageServicePath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = upstream.Serve(ulis) }()
+		t.Cleanup(upstream.Stop)
+
+		dockerConfig := func(context.Context, string) (auth.Credential, error) {
+			return auth.Credential{Username: "from-docker-config"}, nil
+		}
+		client := &auth.Client{Credential: dockerConfig}
+		cri, err := newCRIService(cfg, client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cri.close() })
+		srv := grpc.NewServer()
+		if err := cri.serve(ctx, srv, make(chan error, 1)); err != nil {
+			t.Fatal(err)
+		}
+		lis, err := listenUnix(cfg.Daemon.Address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = srv.Serve(lis) }()
+		t.Cleanup(srv.Stop)
+
+		kubelet, conn, err := crikeychain.Dial(cfg.Daemon.Address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		_, err = kubelet.PullImage(pctx, &runtime.PullImageRequest{
+			Image: &runtime.ImageSpec{Image: "registry.example/team/app:v1"},
+			Auth:  &runtime.AuthConfig{Username: "kubelet", Password: "pw"},
+		})
+		scoped := auth.AppendScopesForHost(ctx, "registry.example", auth.ScopeRepository("team/app", auth.ActionPull))
+		cred, cerr := client.Credential(scoped, "registry.example")
+		switch {
+		case enable && (err != nil || len(pulled) != 1):
+			t.Errorf("on: pull through the daemon's socket = %v, containerd pulls %d; want forwarded", err, len(pulled))
+		case enable && (cerr != nil || cred.Username != "kubelet"):
+			t.Errorf("on: registry client credential %+v, %v; want the pull's", cred, cerr)
+		case !enable && status.Code(err) != codes.Unimplemented:
+			t.Errorf("off: pull through the daemon's socket = %v; want Unimplemented", err)
+		case !enable && cred.Username != "from-docker-config":
+			t.Errorf("off: registry client credential %+v; want the Docker config's", cred)
+		}
 	}
 }
