@@ -18,7 +18,7 @@ FUSE_PKGS ?= ./fs/...
 TOOLS := registry olareg containerd nerdctl crictl
 COMMA := ,
 
-.PHONY: all build test unit-test fuse-test bench fuzz lint tools demo clean \
+.PHONY: all build test unit-test fuse-test bench bench-e2e fuzz lint tools demo clean \
 	$(addprefix tool-,$(TOOLS))
 
 all: build
@@ -49,22 +49,29 @@ define build_tool
 	else echo "tools: $(1) FAILED:"; echo "$$out"; exit 1; fi
 endef
 FLOCK := $(shell command -v flock)
+# Test tools need no symbols or DWARF: stripping them shortens every link.
+TOOL_LDFLAGS := '-ldflags=-s -w'
 
 tool-registry:
-	$(call build_tool,registry,registry,github.com/distribution/distribution/v3/cmd/registry)
+	$(call build_tool,registry,registry,$(TOOL_LDFLAGS) github.com/distribution/distribution/v3/cmd/registry)
 tool-olareg:
-	$(call build_tool,olareg,olareg,github.com/olareg/olareg/cmd/olareg)
+	$(call build_tool,olareg,olareg,$(TOOL_LDFLAGS) github.com/olareg/olareg/cmd/olareg)
 # no_btrfs: Debian has no btrfs headers and we never use that snapshotter.
+# The demo builds with CONTAINERD_TAGS=$(CONTAINERD_DEMO_TAGS) into its own
+# directory: no CRI, devmapper, ZFS or tracing plugins, which it never
+# starts, and about half the compile work.
+CONTAINERD_TAGS ?= no_btrfs
+CONTAINERD_DEMO_TAGS := no_btrfs,no_cri,no_devmapper,no_zfs,no_tracing
 tool-containerd:
-	$(call build_tool,containerd,containerd ctr containerd-shim-runc-v2,-tags no_btrfs \
+	$(call build_tool,containerd,containerd ctr containerd-shim-runc-v2,-tags $(CONTAINERD_TAGS) $(TOOL_LDFLAGS) \
 	  github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr \
 	  github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2)
 tool-nerdctl:
-	$(call build_tool,nerdctl,nerdctl,github.com/containerd/nerdctl/cmd/nerdctl)
+	$(call build_tool,nerdctl,nerdctl,$(TOOL_LDFLAGS) github.com/containerd/nerdctl/cmd/nerdctl)
 # cri-tools v1.34.0 depends on cri-api/cri-client release candidates the
 # checksum database does not list; go.sum in tools/crictl pins them.
 tool-crictl:
-	$(call build_tool,crictl,crictl,sigs.k8s.io/cri-tools/cmd/crictl,GONOSUMDB=sigs.k8s.io/cri-tools$(COMMA)k8s.io/cri-api$(COMMA)k8s.io/cri-client)
+	$(call build_tool,crictl,crictl,$(TOOL_LDFLAGS) sigs.k8s.io/cri-tools/cmd/crictl,GONOSUMDB=sigs.k8s.io/cri-tools$(COMMA)k8s.io/cri-api$(COMMA)k8s.io/cri-client)
 
 # test: unit and integration tests. -timeout turns a hang into a goroutine dump.
 test: tools build
@@ -89,6 +96,19 @@ fuse-test:
 # bench: benchmarks print ratios against baselines measured in the same run.
 bench: tools
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...
+
+# bench-e2e: the end-to-end benchmark (root; tens of minutes): an image of
+# 360 MB, generated once and cached, started by nerdctl on containerd with
+# overlayfs (full pull) and with ociseek, alternating, fresh state and
+# dropped caches each run, on loopback and on an emulated 100 Mbit/s, 20 ms
+# link. LINKS=loopback|shaped|all, RUNS=N; more knobs (OCISEEK_BENCH_SCALE=
+# small, another snapshotter) in integration/bench/config.go. Writes
+# docs/benchmarks-e2e.md, .png and .json and prints the `bench:` lines.
+LINKS ?= all
+RUNS  ?= 3
+bench-e2e: tools build
+	OCISEEK_BENCH_E2E=1 OCISEEK_BENCH_LINKS=$(LINKS) OCISEEK_BENCH_RUNS=$(RUNS) OCISEEK_BENCH_BIN=$(BIN) \
+	  $(GO) test -count=1 -run '^TestBenchE2E$$' -v -timeout 300m ./integration/bench/
 
 # fuzz: each fuzz target for FUZZTIME; crashers land in testdata/fuzz and
 # become regression tests run by `make test`.

@@ -1,10 +1,9 @@
 #!/bin/sh
 # demo.sh: lazy loading vs a full pull, end to end, on this machine.
 #
-# Installs the Debian packages it needs, builds in parallel only what the
-# demo starts (ociseek, ociseek-snapshotter and the demo program; containerd,
-# ctr and the runc shim; the olareg registry), reusing binaries that are up
-# to date, then runs integration/cmd/demo, which starts olareg, containerd
+# Installs the Debian packages it needs, builds only what the demo starts
+# (ociseek, ociseek-snapshotter and the demo program; containerd, ctr and
+# the runc shim; the olareg registry), reusing binaries that are up to date, then runs integration/cmd/demo, which starts olareg, containerd
 # and the ociseek-snapshotter in a private directory, pushes a sample image
 # with a SOCI index, runs it lazily and after a full overlayfs pull, cleans
 # everything up and ends with the line
@@ -42,53 +41,74 @@ if [ ! -e /dev/fuse ]; then
 	[ -e /dev/fuse ] || { echo "demo: /dev/fuse is missing (load the fuse module)" >&2; exit 1; }
 fi
 
-# The three builds run at once, sharing the CPUs: the first-time estimates
-# are for an idle 2-core machine with empty Go caches (about 10 CPU-minutes
-# in all: containerd 6, ociseek 3, olareg 1.5). Each says when it starts
-# and when it is done (or up to date), and a failed one shows its output. The tool builds
-# are the Makefile's: same pinned modules, same up-to-date rule (binaries
-# newer than the module's go.sum), same lock as internal/toolbin.
+# The builds run one after another, each on all CPUs: ociseek, containerd
+# and olareg share about 500 packages (the standard library, grpc,
+# protobuf, containerd's API), which the first build compiles and the later
+# ones take from the Go build cache; run at once, each compiled them again.
+# Meanwhile the later builds' modules download in the background. From
+# empty Go caches this is about 400 CPU-seconds (ociseek 240, containerd
+# 155, olareg 6): some 3.5 minutes on an idle 2-core machine. Each step
+# says when it starts and when it is done (or up to date), and a failed one
+# shows its output. The tool builds are the Makefile's: same pinned modules,
+# same up-to-date rule (binaries newer than the module's go.sum), same lock
+# as internal/toolbin.
 logs=$(mktemp -d "${TMPDIR:-/tmp}/ociseek-demo-build.XXXXXX")
-pids=""
-trap 'for p in $pids; do kill "$p" 2>/dev/null || true; done; rm -rf "$logs"' EXIT
+downloads=""
+trap 'for p in $downloads; do kill "$p" 2>/dev/null || true; done; rm -rf "$logs"' EXIT
 trap 'exit 130' INT TERM
 
-# build N NAME HINT COMMAND...: run COMMAND in the background as step N.
+# build N NAME HINT COMMAND...: run COMMAND as step N, with its output
+# shown only if it fails.
 build() {
 	n=$1 name=$2 hint=$3
 	shift 3
 	echo "demo: [$n/7] building $name ($hint)"
-	(
-		start=$(date +%s)
-		if "$@" >"$logs/$n" 2>&1; then
-			if grep -q "up to date" "$logs/$n"; then
-				echo "demo: [$n/7] $name up to date"
-			else
-				echo "demo: [$n/7] $name done in $(($(date +%s) - start)) s"
-			fi
+	start=$(date +%s)
+	if "$@" >"$logs/$n" 2>&1; then
+		if grep -q "up to date" "$logs/$n"; then
+			echo "demo: [$n/7] $name up to date"
 		else
-			echo "demo: [$n/7] building $name FAILED:" >&2
-			cat "$logs/$n" >&2
-			exit 1
+			echo "demo: [$n/7] $name done in $(($(date +%s) - start)) s"
 		fi
-	) &
-	pids="$pids $!"
+	else
+		echo "demo: [$n/7] building $name FAILED:" >&2
+		cat "$logs/$n" >&2
+		exit 1
+	fi
 }
-mkdir -p "$BIN" "$OCISEEK_TOOLS_BIN"
-build 1 "ociseek, ociseek-snapshotter and the demo" "first time: ~2-3 min" \
-	$GO build -o "$BIN/" ./cmd/ociseek ./cmd/ociseek-snapshotter ./integration/cmd/demo
-build 2 "containerd, ctr and containerd-shim-runc-v2" "first time: ~5 min" \
-	$MAKE --no-print-directory BIN="$BIN" tool-containerd
-build 3 "the olareg registry" "first time: ~1 min" \
-	$MAKE --no-print-directory BIN="$BIN" tool-olareg
-failed=0
-for p in $pids; do
-	wait "$p" || failed=1
+
+# fresh DIR MODULE BINARIES...: whether every binary in DIR is newer than
+# the go.sum of the tools module MODULE (the Makefile's rule).
+fresh() {
+	dir=$1 module=$2
+	shift 2
+	for b in "$@"; do
+		[ "$dir/$b" -nt "tools/$module/go.sum" ] || return 1
+	done
+}
+
+# A full containerd from `make tools` serves the demo as well; otherwise the
+# demo builds its own without the plugins it never starts.
+tools_dir=$OCISEEK_TOOLS_BIN
+containerd_hint="first time: ~1.5 min"
+if ! fresh "$tools_dir" containerd containerd ctr containerd-shim-runc-v2; then
+	tools_dir=$BIN/demo-tools
+	containerd_tags="CONTAINERD_TAGS=$(sed -n 's/^CONTAINERD_DEMO_TAGS := //p' Makefile)"
+fi
+mkdir -p "$BIN" "$tools_dir"
+for module in containerd olareg; do
+	(cd "tools/$module" && $GO mod download >/dev/null 2>&1) &
+	downloads="$downloads $!"
 done
-pids=""
-[ "$failed" = 0 ] || exit 1
+build 1 "ociseek, ociseek-snapshotter and the demo" "first time: ~2 min" \
+	$GO build -o "$BIN/" ./cmd/ociseek ./cmd/ociseek-snapshotter ./integration/cmd/demo
+build 2 "containerd, ctr and containerd-shim-runc-v2" "$containerd_hint" \
+	$MAKE --no-print-directory BIN="$BIN" OCISEEK_TOOLS_BIN="$tools_dir" ${containerd_tags:-} tool-containerd
+build 3 "the olareg registry" "first time: seconds" \
+	$MAKE --no-print-directory BIN="$BIN" OCISEEK_TOOLS_BIN="$tools_dir" tool-olareg
 rm -rf "$logs"
 trap - EXIT INT TERM
+export OCISEEK_TOOLS_BIN="$tools_dir"
 
 # The demo handles ^C itself: it stops what it started and unmounts.
 exec "$BIN/demo" -bin "$BIN" -done 3
