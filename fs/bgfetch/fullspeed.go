@@ -31,10 +31,11 @@ const maxYield = time.Second
 
 // fullSpeedLayer is implemented by layers that can fetch ahead of their
 // completion pass (fs/span's Manager does): parallel range requests in
-// flight, wait called before each request and piece of a body, demand
-// called while a foreground read waits on the network.
+// flight, each started once wait returns and broken off when the channel
+// preempt returned at its start is closed; demand is called while a
+// foreground read waits on the network.
 type fullSpeedLayer interface {
-	FullSpeed(parallel int, wait func(context.Context) error, demand func() func())
+	FullSpeed(parallel int, wait func(context.Context) error, preempt func() <-chan struct{}, demand func() func())
 }
 
 // ParsePolicy returns the policy named s ("" is PolicyIdle).
@@ -68,6 +69,8 @@ func (s *Scheduler) Demand() (done func()) {
 	s.mu.Lock()
 	if s.demand == 0 {
 		s.demandIdle = make(chan struct{})
+		close(s.demandStart)
+		s.demandStart = make(chan struct{})
 	}
 	s.demand++
 	s.mu.Unlock()
@@ -119,6 +122,17 @@ func (s *Scheduler) yield(ctx context.Context) error {
 		}
 		timer.Stop()
 	}
+}
+
+// preempt returns a channel closed when a foreground read starts to wait
+// on the network: already closed while one does.
+func (s *Scheduler) preempt() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.demand > 0 {
+		return closedChan()
+	}
+	return s.demandStart
 }
 
 // closedChan returns a closed channel: no foreground read waits yet.

@@ -15,6 +15,7 @@ type fullLayer struct {
 	log      *stepLog
 	parallel int
 	wait     func(context.Context) error
+	preempt  func() <-chan struct{}
 	demand   func() func()
 }
 
@@ -23,8 +24,8 @@ type stepLog struct {
 	steps []string
 }
 
-func (l *fullLayer) FullSpeed(parallel int, wait func(context.Context) error, demand func() func()) {
-	l.parallel, l.wait, l.demand = parallel, wait, demand
+func (l *fullLayer) FullSpeed(parallel int, wait func(context.Context) error, preempt func() <-chan struct{}, demand func() func()) {
+	l.parallel, l.wait, l.preempt, l.demand = parallel, wait, preempt, demand
 }
 
 func (l *fullLayer) FetchNext(ctx context.Context) (int64, bool, error) {
@@ -47,8 +48,8 @@ func TestFullSpeedStartsAtMount(t *testing.T) {
 	l := &fullLayer{stepLayer: stepLayer{steps: 10, size: 1}}
 	s.Add("a", l)
 	waitFor(t, 5*time.Second, "layer done", func() bool { st, _ := s.Status("a"); return st.Done })
-	if l.parallel != 3 || l.wait == nil || l.demand == nil {
-		t.Fatalf("FullSpeed got parallel %d, wait set %v, demand set %v", l.parallel, l.wait != nil, l.demand != nil)
+	if l.parallel != 3 || l.wait == nil || l.preempt == nil || l.demand == nil {
+		t.Fatalf("FullSpeed got parallel %d, wait set %v, preempt set %v, demand set %v", l.parallel, l.wait != nil, l.preempt != nil, l.demand != nil)
 	}
 }
 
@@ -83,6 +84,31 @@ func TestFullSpeedYieldsToDemand(t *testing.T) {
 		t.Errorf("transfers resumed %v after the read, want at least the yield period", at.Sub(ended))
 	}
 	waitFor(t, 5*time.Second, "layer done", func() bool { st, _ := s.Status("a"); return st.Done })
+}
+
+// TestFullSpeedPreempt: the channel a transfer watches is closed when a
+// foreground read starts to wait on the network, and already closed while
+// one does; a new one is handed out after.
+func TestFullSpeedPreempt(t *testing.T) {
+	s := newScheduler(t, Options{Policy: PolicyFullSpeed})
+	before := s.preempt()
+	read := s.Demand()
+	select {
+	case <-before:
+	default:
+		t.Fatal("a foreground read started and the transfer was not told")
+	}
+	select {
+	case <-s.preempt():
+	default:
+		t.Fatal("a transfer starting during a foreground read is not told at once")
+	}
+	read()
+	select {
+	case <-s.preempt():
+		t.Fatal("with no foreground read, a new transfer is told to stop")
+	default:
+	}
 }
 
 // TestFullSpeedWaitEndsWithContext: a held transfer whose context ends

@@ -128,10 +128,12 @@ type Scheduler struct {
 	// hold the node busy: the last step's end plus its length.
 	notBefore time.Time
 	// Full-speed policy: foreground reads waiting on the network, when
-	// the last one ended, and a channel closed when none is left.
-	demand     int
-	lastDemand time.Time
-	demandIdle chan struct{}
+	// the last one ended, a channel closed when none is left and one
+	// closed when the next starts.
+	demand      int
+	lastDemand  time.Time
+	demandIdle  chan struct{}
+	demandStart chan struct{}
 }
 
 // New starts a scheduler; Close stops it.
@@ -158,7 +160,7 @@ func New(opts Options) *Scheduler {
 		opts.YieldPeriod = 50 * time.Millisecond
 	}
 	s := &Scheduler{opts: opts, layers: map[string]*entry{}, wake: make(chan struct{}, 1),
-		limiter: rate.NewLimiter(rate.Inf, 0), demandIdle: closedChan()}
+		limiter: rate.NewLimiter(rate.Inf, 0), demandIdle: closedChan(), demandStart: make(chan struct{})}
 	if opts.BytesPerSecond > 0 {
 		burst := int(max(opts.BytesPerSecond/4, 1<<20))
 		s.limiter = rate.NewLimiter(rate.Limit(opts.BytesPerSecond), burst)
@@ -179,7 +181,7 @@ func New(opts Options) *Scheduler {
 func (s *Scheduler) Add(id string, layer Layer) {
 	if s.fullSpeed() {
 		if fl, ok := layer.(fullSpeedLayer); ok {
-			fl.FullSpeed(s.opts.Parallel, s.yield, s.Demand)
+			fl.FullSpeed(s.opts.Parallel, s.yield, s.preempt, s.Demand)
 		}
 	}
 	s.mu.Lock()

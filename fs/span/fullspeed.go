@@ -3,6 +3,7 @@ package span
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -24,13 +25,14 @@ import (
 //     cache (compressedKey) until the pass consumes them: the pass reads them
 //     from there, checked against the span digest again, instead of fetching
 //     them a second time. Dropped or damaged ones are fetched as before.
-//   - Background transfers yield to foreground ones: before each request and
-//     each piece of a body they call the scheduler's wait, which holds them
-//     while a foreground read waits on the network. They never take a
+//   - Background transfers yield to foreground ones: a request starts only
+//     when the scheduler's wait lets it (no foreground read waits on the
+//     network), and one in progress when a foreground read starts is broken
+//     off and resumed later from where it stopped. They never take a
 //     foreground fetch slot (Manager.sem).
 
-// aheadPiece is how many bytes a background transfer reads between two
-// checks that no foreground read is waiting.
+// aheadPiece is how many bytes a background transfer reads at a time
+// (and counts in the fetched-bytes metric).
 const aheadPiece = 64 << 10
 
 // fullSpeed is what FullSpeed configured; immutable once stored.
@@ -38,6 +40,7 @@ type fullSpeed struct {
 	parallel int
 	chunk    int64 // most bytes of one segment fetched from the registry
 	wait     func(context.Context) error
+	preempt  func() <-chan struct{}
 	demand   func() (done func())
 }
 
@@ -48,20 +51,28 @@ type remover interface {
 }
 
 // FullSpeed makes the completion pass fetch up to parallel segments of the
-// blob ahead of itself, reuse the compressed bytes of spans fetched on
-// demand, and hold background transfers while wait blocks (wait returns
-// early with ctx's error). demand, when not nil, is called whenever a
-// foreground read waits on the network, and the func it returns when the
-// wait ends: fs/bgfetch's scheduler gives both, and makes wait block while
-// demand is in progress. Call it before the first completion step.
-func (m *Manager) FullSpeed(parallel int, wait func(context.Context) error, demand func() func()) {
+// blob ahead of itself and reuse the compressed bytes of spans fetched on
+// demand. Background transfers start only once wait returns (it returns
+// early with ctx's error), and a transfer is broken off when the channel
+// preempt returned at its start is closed, to resume from where it was
+// after the next wait: bytes still on their way when a foreground read
+// starts would otherwise take the link from it. demand, when not nil, is
+// called whenever a foreground read waits on the network, and the func it
+// returns when the wait ends. fs/bgfetch's scheduler gives all three: wait
+// blocks while demand is in progress, and preempt's channel is closed when
+// a demand starts. Nil funcs never hold anything back. Call it before the
+// first completion step.
+func (m *Manager) FullSpeed(parallel int, wait func(context.Context) error, preempt func() <-chan struct{}, demand func() func()) {
 	if parallel < 1 {
 		parallel = 1
 	}
 	if wait == nil {
 		wait = func(context.Context) error { return nil }
 	}
-	m.full.Store(&fullSpeed{parallel: parallel, chunk: passChunk, wait: wait, demand: demand})
+	if preempt == nil {
+		preempt = func() <-chan struct{} { return nil }
+	}
+	m.full.Store(&fullSpeed{parallel: parallel, chunk: passChunk, wait: wait, preempt: preempt, demand: demand})
 }
 
 // noteDemand tells the scheduler that a foreground read waits on the
@@ -288,31 +299,67 @@ func sha256Sum(b []byte) []byte {
 	return sum[:]
 }
 
-// fetchRange reads the blob bytes [start, end) in one range request,
-// holding back before the request and between pieces while foreground
-// reads wait on the network.
+// fetchRange reads the blob bytes [start, end). Each range request starts
+// once no foreground read waits on the network; one that a foreground read
+// preempts is broken off, and the rest asked for again after the wait.
 func (w *aheadWindow) fetchRange(ctx context.Context, start, end int64) ([]byte, error) {
-	m := w.m
-	if err := w.fs.wait(ctx); err != nil {
-		return nil, fmt.Errorf("fetch blob bytes [%d,%d): %w", start, end, err)
-	}
-	rc, err := m.blob.FetchRange(ctx, start, end)
-	if err != nil {
-		return nil, fmt.Errorf("fetch blob bytes [%d,%d): %w", start, end, err)
-	}
-	defer rc.Close()
 	buf := make([]byte, end-start) // at most fs.chunk
-	counter := m.metrics.BytesFetched.WithLabelValues(ReasonBackground)
 	for pos := 0; pos < len(buf); {
 		if err := w.fs.wait(ctx); err != nil {
 			return nil, fmt.Errorf("fetch blob bytes [%d,%d): %w", start, end, err)
 		}
-		n, err := io.ReadFull(rc, buf[pos:min(len(buf), pos+aheadPiece)])
+		n, err := w.transfer(ctx, buf[pos:], start+int64(pos))
 		pos += n
-		counter.Add(float64(n))
-		if err != nil {
+		if err != nil && !errors.Is(err, errPreempted) {
 			return nil, fmt.Errorf("fetch blob bytes [%d,%d): %d received: %w", start, end, pos, err)
 		}
 	}
 	return buf, nil
+}
+
+// errPreempted ends a background transfer broken off for a foreground
+// read.
+var errPreempted = errors.New("background transfer preempted by a foreground read")
+
+// transfer fills dst from blob offset off in one range request, broken off
+// with errPreempted when a foreground read starts meanwhile; it returns the
+// bytes received either way.
+func (w *aheadWindow) transfer(ctx context.Context, dst []byte, off int64) (int, error) {
+	m := w.m
+	tctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if pre := w.fs.preempt(); pre != nil {
+		go func() {
+			select {
+			case <-pre:
+				cancel(errPreempted)
+			case <-tctx.Done():
+			}
+		}()
+	}
+	rc, err := m.blob.FetchRange(tctx, off, off+int64(len(dst)))
+	if err != nil {
+		return 0, preempted(tctx, err)
+	}
+	defer rc.Close()
+	counter := m.metrics.BytesFetched.WithLabelValues(ReasonBackground)
+	pos := 0
+	for pos < len(dst) {
+		n, err := io.ReadFull(rc, dst[pos:min(len(dst), pos+aheadPiece)])
+		pos += n
+		counter.Add(float64(n))
+		if err != nil {
+			return pos, preempted(tctx, err)
+		}
+	}
+	return pos, nil
+}
+
+// preempted returns errPreempted when tctx was ended by a foreground
+// read, else err.
+func preempted(tctx context.Context, err error) error {
+	if errors.Is(context.Cause(tctx), errPreempted) {
+		return errPreempted
+	}
+	return err
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -22,6 +23,9 @@ type rangeLog struct {
 	data    []byte
 	block   func(start, end int64) bool
 	release chan struct{}
+	// stallFirst makes the first request send 32 KiB, then nothing until
+	// its context ends.
+	stallFirst bool
 
 	mu      sync.Mutex
 	ranges  [][2]int64
@@ -32,6 +36,7 @@ type rangeLog struct {
 func (b *rangeLog) FetchRange(ctx context.Context, start, end int64) (io.ReadCloser, error) {
 	b.mu.Lock()
 	b.ranges = append(b.ranges, [2]int64{start, end})
+	stall := b.stallFirst && len(b.ranges) == 1
 	b.open++
 	b.maxOpen = max(b.maxOpen, b.open)
 	b.mu.Unlock()
@@ -45,6 +50,10 @@ func (b *rangeLog) FetchRange(ctx context.Context, start, end int64) (io.ReadClo
 	}
 	// Long enough that the parallel requests overlap in time.
 	time.Sleep(2 * time.Millisecond)
+	if stall {
+		r := io.MultiReader(bytes.NewReader(b.data[start:start+32<<10]), stalled{ctx})
+		return &logBody{Reader: r, b: b}, nil
+	}
 	return &logBody{Reader: bytes.NewReader(b.data[start:end]), b: b}, nil
 }
 
@@ -68,6 +77,12 @@ func (b *rangeLog) overlapping(start, end int64) [][2]int64 {
 	return out
 }
 
+func (b *rangeLog) requests() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.ranges)
+}
+
 func (b *rangeLog) bytesAsked() int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -78,8 +93,17 @@ func (b *rangeLog) bytesAsked() int64 {
 	return n
 }
 
+// stalled is a body that sends nothing more until its request is
+// cancelled.
+type stalled struct{ ctx context.Context }
+
+func (s stalled) Read([]byte) (int, error) {
+	<-s.ctx.Done()
+	return 0, s.ctx.Err()
+}
+
 type logBody struct {
-	*bytes.Reader
+	io.Reader
 	b    *rangeLog
 	once sync.Once
 }
@@ -110,14 +134,14 @@ func newFullSpeedEnv(t *testing.T) *fullSpeedEnv {
 
 // manager returns a full-speed Manager fetching segments of 64 KiB, 4 at a
 // time, holding background transfers while wait blocks.
-func (e *fullSpeedEnv) manager(t *testing.T, wait func(context.Context) error, demand func() func()) *Manager {
+func (e *fullSpeedEnv) manager(t *testing.T, wait func(context.Context) error, preempt func() <-chan struct{}, demand func() func()) *Manager {
 	t.Helper()
 	m, err := New(e.z, e.blob, e.cache, Options{LayerDigest: digest.FromBytes(e.layer), FetchAhead: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	m.FullSpeed(4, wait, demand)
+	m.FullSpeed(4, wait, preempt, demand)
 	m.full.Load().chunk = 64 << 10 // many segments from a small layer
 	return m
 }
@@ -127,23 +151,25 @@ func (e *fullSpeedEnv) manager(t *testing.T, wait func(context.Context) error, d
 // once, and every blob byte crossed the network once.
 func TestFullSpeedCompletesWithoutReads(t *testing.T) {
 	e := newFullSpeedEnv(t)
-	m := e.manager(t, nil, nil)
+	m := e.manager(t, nil, nil, nil)
 	completeLayer(t, m)
 	if got, want := e.blob.bytesAsked(), int64(len(e.layer)); got != want {
 		t.Errorf("fetched %d bytes, want the blob's %d", got, want)
 	}
+	e.blob.mu.Lock()
 	if e.blob.maxOpen < 2 {
 		t.Errorf("at most %d range request in flight, want parallel ones", e.blob.maxOpen)
 	}
+	e.blob.mu.Unlock()
 	// The pass cached every span: reads are local now.
-	before := len(e.blob.ranges)
+	before := e.blob.requests()
 	for _, f := range mixedFiles() {
 		got, err := readFile(context.Background(), m, entryOf(t, e.z, f.name), 8192)
 		if err != nil || !bytes.Equal(got, f.data) {
 			t.Fatalf("read %s after completion: %v", f.name, err)
 		}
 	}
-	if after := len(e.blob.ranges); after != before {
+	if after := e.blob.requests(); after != before {
 		t.Errorf("%d range requests after completion, want none", after-before)
 	}
 }
@@ -153,16 +179,15 @@ func TestFullSpeedCompletesWithoutReads(t *testing.T) {
 // compressed bytes from the cache. The blob crosses the network once.
 func TestFullSpeedDemandSpansFetchedOnce(t *testing.T) {
 	e := newFullSpeedEnv(t)
-	m := e.manager(t, nil, nil)
+	m := e.manager(t, nil, nil, nil)
 	ctx := context.Background()
 	ent := entryOf(t, e.z, "big/one")
 	if _, err := readFile(ctx, m, ent, 128<<10); err != nil {
 		t.Fatal(err)
 	}
 	first, last := e.z.SpansFor(ent.UncompressedOffset, ent.UncompressedSize)
-	demand := len(e.blob.ranges)
-	if demand < 3 {
-		t.Fatalf("the read made %d range requests, want a span each", demand)
+	if demand := e.blob.requests(); demand < 3 {
+		t.Fatalf("the read made %d range requests, want a span each", e.blob.requests())
 	}
 	completeLayer(t, m)
 	for id := first; id <= last; id++ {
@@ -188,7 +213,7 @@ func TestFullSpeedDemandSpansFetchedOnce(t *testing.T) {
 // copy is only a shortcut, never trusted.
 func TestFullSpeedKeptSpanDamaged(t *testing.T) {
 	e := newFullSpeedEnv(t)
-	m := e.manager(t, nil, nil)
+	m := e.manager(t, nil, nil, nil)
 	ent := entryOf(t, e.z, "big/two")
 	if _, err := readFile(context.Background(), m, ent, 128<<10); err != nil {
 		t.Fatal(err)
@@ -219,7 +244,7 @@ func TestFullSpeedForegroundNotStarved(t *testing.T) {
 	e.blob.block = func(start, end int64) bool { return start != s.CompressedStart || end != s.CompressedEnd }
 	var mu sync.Mutex
 	demands, active := 0, 0
-	m := e.manager(t, nil, func() func() {
+	m := e.manager(t, nil, nil, func() func() {
 		mu.Lock()
 		demands++
 		active++
@@ -266,7 +291,7 @@ func TestFullSpeedWaitsForForeground(t *testing.T) {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-	}, nil)
+	}, nil, nil)
 	done := make(chan struct{})
 	go func() { defer close(done); completeLayer(t, m) }()
 	time.Sleep(50 * time.Millisecond)
@@ -281,6 +306,45 @@ func TestFullSpeedWaitsForForeground(t *testing.T) {
 	}
 }
 
+// TestFullSpeedPreemptedTransferResumes: a background transfer in
+// progress when a foreground read starts is broken off, and the rest of
+// its range is asked for again, from the byte it stopped at; the layer
+// completes with every byte received once.
+func TestFullSpeedPreemptedTransferResumes(t *testing.T) {
+	e := newFullSpeedEnv(t)
+	e.blob.stallFirst = true
+	foreground := make(chan struct{})
+	var once sync.Once
+	m := e.manager(t, nil, func() <-chan struct{} {
+		select {
+		case <-foreground:
+			return nil // one foreground read only
+		default:
+			return foreground
+		}
+	}, nil)
+	done := make(chan struct{})
+	go func() { defer close(done); completeLayer(t, m) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.blob.bytesAsked() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // the first 32 KiB arrive
+	once.Do(func() { close(foreground) })
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("not complete after the preemption")
+	}
+	e.blob.mu.Lock()
+	defer e.blob.mu.Unlock()
+	first := e.blob.ranges[0]
+	want := [2]int64{first[0] + 32<<10, first[1]}
+	if !slices.Contains(e.blob.ranges, want) {
+		t.Errorf("ranges %v: none resumes the first, %v, at %d", e.blob.ranges, first, want[0])
+	}
+}
+
 // TestFullSpeedTamperedBlobFails: full-speed completion verifies as the
 // idle pass does: a changed byte fails the layer.
 func TestFullSpeedTamperedBlobFails(t *testing.T) {
@@ -288,7 +352,7 @@ func TestFullSpeedTamperedBlobFails(t *testing.T) {
 	s, _ := e.z.Span(ztoc.SpanID(e.z.NumSpans() / 2))
 	e.blob.data = bytes.Clone(e.layer)
 	e.blob.data[(s.CompressedStart+s.CompressedEnd)/2] ^= 0x10
-	m := e.manager(t, nil, nil)
+	m := e.manager(t, nil, nil, nil)
 	if err := complete(t, m); !errors.Is(err, ErrLayerFailed) {
 		t.Fatalf("completion of a tampered blob = %v, want ErrLayerFailed", err)
 	}
