@@ -8,6 +8,8 @@
 //	ociseek-snapshotter [--config FILE] [--root DIR] [--address SOCKET] [--log-level LEVEL]
 //	ociseek-snapshotter config default   # print every option with its default
 //	ociseek-snapshotter config dump      # print the configuration in effect
+//	ociseek-snapshotter config migrate [-o FILE] [--hosts-dir DIR] SOCI_CONFIG
+//	                                     # convert a soci-snapshotter config.toml
 //
 // Signals: SIGTERM stops the daemon and leaves lazy mounts in place, so
 // that the next start takes them over: it releases the dead mounts and

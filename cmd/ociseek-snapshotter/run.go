@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 
 	"github.com/containerd/log"
 	"github.com/ociseek/ociseek/config"
@@ -16,6 +17,8 @@ import (
 const usageText = `Usage: ociseek-snapshotter [flags]
        ociseek-snapshotter config default   print every option with its default
        ociseek-snapshotter config dump      print the configuration in effect
+       ociseek-snapshotter config migrate SOCI_CONFIG
+                                            convert a soci-snapshotter config.toml
 
 containerd's remote snapshotter for SOCI-indexed images: indexed layers are
 served lazily over FUSE, the others unpacked by the daemon or by containerd.
@@ -73,6 +76,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(rest) == 2 && rest[0] == "config" && rest[1] == "default" {
 		return config.Default().Encode(stdout)
 	}
+	if len(rest) >= 2 && rest[0] == "config" && rest[1] == "migrate" {
+		return runMigrate(rest[2:], stdout, os.Stderr)
+	}
 	cfg, err := loadConfig(f)
 	if err != nil {
 		return err
@@ -81,7 +87,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	case len(rest) == 2 && rest[0] == "config" && rest[1] == "dump":
 		return cfg.Encode(stdout)
 	case len(rest) != 0:
-		return fmt.Errorf("unknown command %q (commands: config default, config dump)", rest)
+		return fmt.Errorf("unknown command %q (commands: config default, config dump, config migrate)", rest)
 	}
 	if err := setupLogging(cfg.Daemon.LogLevel); err != nil {
 		return err
