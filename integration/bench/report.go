@@ -1,0 +1,317 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ociseek/ociseek/integration/harness"
+)
+
+// Results are the measures of a whole benchmark and what they were taken
+// on.
+type Results struct {
+	// Cfg are the settings of the run.
+	Cfg Config
+	// Measures are the runs, in the order they ran.
+	Measures []Measure
+	// When is the benchmark's start.
+	When time.Time
+	// Took is how long the whole benchmark took.
+	Took time.Duration
+	// ImageBytes is the image's compressed size; Registry names the
+	// registry.
+	ImageBytes int64
+	Registry   string
+	// Machine describes the machine (cores, load).
+	Machine string
+}
+
+// Report file names under Config.Out.
+const (
+	ReportFile = "benchmarks-e2e.md"
+	ChartFile  = "benchmarks-e2e.png"
+	RawFile    = "benchmarks-e2e.json"
+)
+
+// ReadResults reads the raw measures Write wrote into dir.
+func ReadResults(dir string) (Results, error) {
+	var r Results
+	b, err := os.ReadFile(filepath.Join(dir, RawFile))
+	if err != nil {
+		return r, fmt.Errorf("read benchmark results: %w", err)
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("decode benchmark results %s: %w", filepath.Join(dir, RawFile), err)
+	}
+	return r, nil
+}
+
+// metric is one row of the table: how to get it from a measure and how
+// to show it.
+type metric struct {
+	name string
+	unit string // "s" or "MB"
+	get  func(Measure) (float64, bool)
+}
+
+// metrics are the table's rows, issue 14's (a)-(d) then issue 15's.
+var metrics = []metric{
+	{"(a) pull + run to the first output", "s", func(m Measure) (float64, bool) { return m.FirstOutput.Seconds(), true }},
+	{"(b) registry bytes until then", "MB", func(m Measure) (float64, bool) { return float64(m.Fetched) / 1e6, true }},
+	{"(c) 128 MiB read in a new container", "s", func(m Measure) (float64, bool) { return m.Read.Seconds(), true }},
+	{"(c) registry bytes during the read", "MB", func(m Measure) (float64, bool) { return float64(m.ReadFetched) / 1e6, true }},
+	{"(d) image complete on local disk", "s", func(m Measure) (float64, bool) { return m.Complete.Seconds(), m.Complete > 0 }},
+	{"`find / -xdev | wc -l` in a new container", "s", func(m Measure) (float64, bool) { return m.Find.Seconds(), true }},
+	{"`cat /data/small/d00[0-9]/*` (2,000 files, cold)", "s", func(m Measure) (float64, bool) { return m.Small.Seconds(), true }},
+	{"snapshotter peak RSS (VmHWM)", "MB", func(m Measure) (float64, bool) { return float64(m.PeakRSS) / 1e6, m.PeakRSS > 0 }},
+}
+
+// summary is the median, min and max of a metric over runs; n is 0 when
+// no run had it.
+type summary struct {
+	med, min, max float64
+	n             int
+	incomplete    bool // (d) timed out in some run: the figure is a lower bound
+}
+
+func (r Results) summarize(link, sn string, mt metric) summary {
+	var vs []float64
+	s := summary{}
+	for _, m := range r.Measures {
+		if m.Link != link || m.Snapshotter != sn {
+			continue
+		}
+		if v, ok := mt.get(m); ok {
+			vs = append(vs, v)
+		}
+		if m.Incomplete && mt.unit == "s" && strings.HasPrefix(mt.name, "(d)") {
+			s.incomplete = true
+		}
+	}
+	if len(vs) == 0 {
+		return s
+	}
+	s.n = len(vs)
+	s.med = medianFloat(vs)
+	s.min, s.max = slices.Min(vs), slices.Max(vs)
+	return s
+}
+
+// median returns the median of ds (the mean of the middle two for an
+// even count), 0 for none.
+func median(ds []time.Duration) time.Duration {
+	fs := make([]float64, len(ds))
+	for i, d := range ds {
+		fs[i] = float64(d)
+	}
+	return time.Duration(medianFloat(fs))
+}
+
+func medianFloat(vs []float64) float64 {
+	if len(vs) == 0 {
+		return 0
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// cell formats a summary: "1.19 s (1.10–1.25)", or the median alone for
+// one run, "—" for none; a lower bound gets ">".
+func (s summary) cell(unit string) string {
+	if s.n == 0 {
+		return "—"
+	}
+	prefix := ""
+	if s.incomplete {
+		prefix = "> "
+	}
+	if s.n == 1 || s.min == s.max {
+		return fmt.Sprintf("%s%s %s", prefix, num(s.med), unit)
+	}
+	return fmt.Sprintf("%s%s %s (%s–%s)", prefix, num(s.med), unit, num(s.min), num(s.max))
+}
+
+// num prints 3 significant digits or so: 0.0312, 1.19, 33.4, 360.
+func num(v float64) string {
+	switch {
+	case v == 0:
+		return "0"
+	case v < 0.1:
+		return fmt.Sprintf("%.4f", v)
+	case v < 10:
+		return fmt.Sprintf("%.2f", v)
+	case v < 100:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+// ratio formats a/b as "0.18×", "—" when either is missing.
+func ratio(a, b summary) string {
+	if a.n == 0 || b.n == 0 || b.med == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f×", a.med/b.med)
+}
+
+// Markdown returns the report: settings, one table per link, and the
+// timeline of ociseek's starts.
+func (r Results) Markdown() string {
+	var b strings.Builder
+	sns := r.Cfg.Snapshotters()
+	fmt.Fprintf(&b, "# End-to-end benchmark (`make bench-e2e`)\n\n")
+	fmt.Fprintf(&b, "Generated by `make bench-e2e` on %s (took %s): %s image (%.1f MB compressed), registry %s, "+
+		"%d run(s) per link and snapshotter, alternating, each on a fresh containerd 2.4.2 and snapshotter with caches dropped; "+
+		"client nerdctl 1.7.7. Machine: %s. Cells are median (min–max); ratios are medians against overlayfs in the same run.\n\n",
+		r.When.UTC().Format("2006-01-02 15:04 MST"), r.Took.Round(time.Second), r.Cfg.Scale, float64(r.ImageBytes)/1e6,
+		r.Registry, r.Cfg.Runs, r.Machine)
+	for _, link := range r.Cfg.Links {
+		fmt.Fprintf(&b, "## %s\n\n", linkTitle(link))
+		b.WriteString("| measure |")
+		for _, sn := range sns {
+			fmt.Fprintf(&b, " %s |", sn)
+			if sn != Overlay {
+				fmt.Fprintf(&b, " %s / overlayfs |", sn)
+			}
+		}
+		b.WriteString("\n|---|")
+		for _, sn := range sns {
+			b.WriteString("---:|")
+			if sn != Overlay {
+				b.WriteString("---:|")
+			}
+		}
+		b.WriteString("\n")
+		for _, mt := range metrics {
+			base := r.summarize(link, Overlay, mt)
+			fmt.Fprintf(&b, "| %s |", mt.name)
+			for _, sn := range sns {
+				s := r.summarize(link, sn, mt)
+				fmt.Fprintf(&b, " %s |", s.cell(mt.unit))
+				if sn != Overlay {
+					fmt.Fprintf(&b, " %s |", ratio(s, base))
+				}
+			}
+			b.WriteString("\n")
+		}
+		b.WriteString("\n")
+		for _, sn := range sns[1:] {
+			if tl := r.timeline(link, sn); tl != nil {
+				fmt.Fprintf(&b, "Where %s's time to the first output goes (%s, medians; the daemon's timings labels and the registry's view):\n\n%s\n",
+					sn, link, formatTimeline(tl))
+			}
+		}
+	}
+	b.WriteString("Lines printed by the benchmark:\n\n```\n")
+	for _, l := range r.Lines() {
+		b.WriteString(l + "\n")
+	}
+	b.WriteString("```\n")
+	for _, m := range r.Measures {
+		if m.Explain != "" {
+			fmt.Fprintf(&b, "\n`ociseek explain --timings` after the last ociseek run (%s):\n\n```\n%s```\n", m.Link, m.Explain)
+			break
+		}
+	}
+	fmt.Fprintf(&b, "\n![first output and completion per link](%s)\n", ChartFile)
+	return b.String()
+}
+
+// timeline returns the median timeline of sn's runs on link, nil when
+// none recorded one.
+func (r Results) timeline(link, sn string) []Step {
+	var runs [][]Step
+	for _, m := range r.Measures {
+		if m.Link == link && m.Snapshotter == sn && m.Timeline != nil {
+			runs = append(runs, m.Timeline)
+		}
+	}
+	if len(runs) == 0 {
+		return nil
+	}
+	return medianTimeline(runs)
+}
+
+func linkTitle(link string) string {
+	if link == LinkShaped {
+		return "Shaped link: " + harness.Link100Mbit20ms.String() + " (shaping proxy on 127.0.0.1)"
+	}
+	return "Loopback"
+}
+
+// Lines returns the summary lines: per link and lazy snapshotter
+// `bench: LINK lazy X s, full Y s, ratio R, fetched B MB, complete C s`
+// (ociseek; another snapshotter's line names it after LINK), then
+// `bench: runtime find F× overlayfs, small S s, peak P MB` for ociseek on
+// the first link.
+func (r Results) Lines() []string {
+	var out []string
+	first, fetched, complete := metrics[0], metrics[1], metrics[4]
+	for _, link := range r.Cfg.Links {
+		full := r.summarize(link, Overlay, first)
+		for _, sn := range r.Cfg.Snapshotters()[1:] {
+			lazy := r.summarize(link, sn, first)
+			if lazy.n == 0 {
+				continue
+			}
+			who := link
+			if sn != Ociseek {
+				who = link + " " + sn
+			}
+			c := r.summarize(link, sn, complete)
+			cs := "n/a"
+			if c.n > 0 {
+				cs = num(c.med)
+				if c.incomplete {
+					cs = "> " + cs
+				}
+			}
+			out = append(out, fmt.Sprintf("bench: %s lazy %s s, full %s s, ratio %s, fetched %s MB, complete %s s",
+				who, num(lazy.med), num(full.med), strings.TrimSuffix(ratio(lazy, full), "×"),
+				num(r.summarize(link, sn, fetched).med), cs))
+		}
+	}
+	if len(r.Cfg.Links) > 0 {
+		link := r.Cfg.Links[0]
+		find, small, peak := metrics[5], metrics[6], metrics[7]
+		f := ratio(r.summarize(link, Ociseek, find), r.summarize(link, Overlay, find))
+		out = append(out, fmt.Sprintf("bench: runtime find %s overlayfs, small %s s, peak %s MB",
+			f, num(r.summarize(link, Ociseek, small).med), num(r.summarize(link, Ociseek, peak).med)))
+	}
+	return out
+}
+
+// Write writes the report, the chart and the raw measures (JSON, from
+// which ReadResults remakes the report) into dir.
+func (r Results) Write(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("benchmark report directory: %w", err)
+	}
+	raw, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode benchmark results: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, RawFile), append(raw, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write benchmark results: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ReportFile), []byte(r.Markdown()), 0o644); err != nil {
+		return fmt.Errorf("write benchmark report: %w", err)
+	}
+	png, err := r.Chart()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, ChartFile), png, 0o644); err != nil {
+		return fmt.Errorf("write benchmark chart: %w", err)
+	}
+	return nil
+}
