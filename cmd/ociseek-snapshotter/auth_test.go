@@ -10,11 +10,9 @@ import (
 	snapshots "github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log/logtest"
-	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ociseek/ociseek/config"
-	"github.com/ociseek/ociseek/fs"
 	"github.com/ociseek/ociseek/internal/regtest"
 	"github.com/ociseek/ociseek/snapshot"
 )
@@ -32,14 +30,7 @@ func TestLazyAuth(t *testing.T) {
 	}
 	ctx := logtest.WithT(context.Background(), t)
 	reg := regtest.StartWithAuth(t, "alice", "s3cret")
-	blob, _ := testLayer(t)
-	img := pushIndexedImage(ctx, t, reg, blob)
-	labels := map[string]string{
-		snapshots.LabelSnapshotRef: "layer",
-		fs.LabelImageRef:           reg.Ref("app", "latest"),
-		fs.LabelManifestDigest:     img.Digest.String(),
-		fs.LabelLayerDigest:        digest.FromBytes(blob).String(),
-	}
+	labels := indexedLayerLabels(ctx, t, reg)
 
 	// start returns a daemon whose credentials come from dockerConfig
 	// (the config key) or, when that is empty, $DOCKER_CONFIG.

@@ -47,6 +47,34 @@ func (p *pullingCRI) PullImage(_ context.Context, r *runtime.PullImageRequest) (
 	return &runtime.PullImageResponse{ImageRef: r.GetImage().GetImage()}, nil
 }
 
+// serve serves p as containerd's CRI image service on the unix socket
+// path until the test ends.
+func (p *pullingCRI) serve(t *testing.T, path string) {
+	t.Helper()
+	srv := grpc.NewServer()
+	runtime.RegisterImageServiceServer(srv, p)
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+}
+
+// indexedLayerLabels pushes the test layer to reg as an indexed image and
+// returns the labels containerd's unpack of that layer carries.
+func indexedLayerLabels(ctx context.Context, t *testing.T, reg *regtest.Registry) map[string]string {
+	t.Helper()
+	blob, _ := testLayer(t)
+	img := pushIndexedImage(ctx, t, reg, blob)
+	return map[string]string{
+		snapshots.LabelSnapshotRef: "layer",
+		fs.LabelImageRef:           reg.Ref("app", "latest"),
+		fs.LabelManifestDigest:     img.Digest.String(),
+		fs.LabelLayerDigest:        digest.FromBytes(blob).String(),
+	}
+}
+
 // TestCRIKeychainDaemon: with [cri_keychain] on and no Docker config, the
 // daemon serves the CRI image service on listen_path; a pull through it
 // with credentials (as crictl --creds and --auth send them) makes the layer
@@ -58,14 +86,7 @@ func TestCRIKeychainDaemon(t *testing.T) {
 	}
 	ctx := logtest.WithT(context.Background(), t)
 	reg := regtest.StartWithAuth(t, "alice", "s3cret")
-	blob, _ := testLayer(t)
-	img := pushIndexedImage(ctx, t, reg, blob)
-	labels := map[string]string{
-		snapshots.LabelSnapshotRef: "layer",
-		fs.LabelImageRef:           reg.Ref("app", "latest"),
-		fs.LabelManifestDigest:     img.Digest.String(),
-		fs.LabelLayerDigest:        digest.FromBytes(blob).String(),
-	}
+	labels := indexedLayerLabels(ctx, t, reg)
 	t.Setenv("DOCKER_CONFIG", t.TempDir()) // no credentials but the CRI's
 
 	for _, tc := range []struct {
@@ -99,14 +120,7 @@ func TestCRIKeychainDaemon(t *testing.T) {
 				_, err := svc.sn.Prepare(ctx, "extract-1 layer", "", snapshots.WithLabels(labels))
 				return err
 			}}
-			upstream := grpc.NewServer()
-			runtime.RegisterImageServiceServer(upstream, containerd)
-			lis, err := net.Listen("unix", cfg.CRIKeychain.ImageServicePath)
-			if err != nil {
-				t.Fatal(err)
-			}
-			go func() { _ = upstream.Serve(lis) }()
-			t.Cleanup(upstream.Stop)
+			containerd.serve(t, cfg.CRIKeychain.ImageServicePath)
 
 			errc := make(chan error, 1)
 			if err := svc.cri.serve(ctx, nil, errc); err != nil {
@@ -160,14 +174,7 @@ func TestCRIImageServiceOnDaemonSocket(t *testing.T) {
 
 		pulled := make(chan string, 1)
 		containerd := &pullingCRI{prepare: func() error { pulled <- "pulled"; return nil }}
-		upstream := grpc.NewServer()
-		runtime.RegisterImageServiceServer(upstream, containerd)
-		ulis, err := net.Listen("unix", cfg.CRIKeychain.ImageServicePath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		go func() { _ = upstream.Serve(ulis) }()
-		t.Cleanup(upstream.Stop)
+		containerd.serve(t, cfg.CRIKeychain.ImageServicePath)
 
 		dockerConfig := func(context.Context, string) (auth.Credential, error) {
 			return auth.Credential{Username: "from-docker-config"}, nil
