@@ -16,10 +16,8 @@ FUSE_PKGS ?= ./fs/...
 
 # The tools modules `make tools` builds (see there).
 TOOLS := registry olareg containerd nerdctl crictl
-COMMA := ,
 
-.PHONY: all build test unit-test fuse-test bench bench-e2e fuzz lint tools demo clean \
-	$(addprefix tool-,$(TOOLS))
+.PHONY: all build test unit-test fuse-test bench bench-e2e fuzz lint tools demo clean
 
 all: build
 
@@ -28,50 +26,17 @@ build:
 
 # tools: the third-party programs the tests start (registries, containerd and
 # its clients). Each lives in its own module under tools/ so their dependency
-# graphs never meet ours. The modules build in parallel, one line each; a tool
-# whose binaries are newer than its go.sum is skipped. Builds hold the same
-# lock file as internal/toolbin, which builds a missing tool when a test first
-# needs it, so `make tools` and a running `go test` never write one at once.
+# graphs never meet ours. internal/toolbin holds the one table of how each
+# is built; its toolbuild command builds them one after another (they share
+# hundreds of packages through the build cache), one line each, skipping a
+# tool whose binaries are newer than its go.sum. Builds hold the same lock
+# files as a test that builds a missing tool on first use, so `make tools`
+# and a running `go test` never write one at once.
+TOOLBUILD = $(GO) run ./internal/toolbin/toolbuild
 tools:
-	@mkdir -p $(OCISEEK_TOOLS_BIN)
-	@$(MAKE) --no-print-directory -j $(words $(TOOLS)) $(addprefix tool-,$(TOOLS))
-
-# build_tool: $(1) module under tools/, $(2) binaries it makes, $(3) go build
-# arguments after -o, $(4) extra environment. Output is shown only on failure.
-define build_tool
-	@stale=; for b in $(2); do \
-	  [ "$(OCISEEK_TOOLS_BIN)/$$b" -nt tools/$(1)/go.sum ] || stale=1; done; \
-	if [ -z "$$stale" ]; then echo "tools: $(1) up to date"; exit 0; fi; \
-	start=$$(date +%s); \
-	if out=$$(cd tools/$(1) && $(4) $(FLOCK) $(OCISEEK_TOOLS_BIN)/.build-$(1).lock \
-	    $(GO) build -o $(OCISEEK_TOOLS_BIN)/ $(3) 2>&1); then \
-	  echo "tools: $(1) built in $$(( $$(date +%s) - start ))s"; \
-	else echo "tools: $(1) FAILED:"; echo "$$out"; exit 1; fi
-endef
-FLOCK := $(shell command -v flock)
-# Test tools need no symbols or DWARF: stripping them shortens every link.
-TOOL_LDFLAGS := '-ldflags=-s -w'
-
-tool-registry:
-	$(call build_tool,registry,registry,$(TOOL_LDFLAGS) github.com/distribution/distribution/v3/cmd/registry)
-tool-olareg:
-	$(call build_tool,olareg,olareg,$(TOOL_LDFLAGS) github.com/olareg/olareg/cmd/olareg)
-# no_btrfs: Debian has no btrfs headers and we never use that snapshotter.
-# The demo builds with CONTAINERD_TAGS=$(CONTAINERD_DEMO_TAGS) into its own
-# directory: no CRI, devmapper, ZFS or tracing plugins, which it never
-# starts, and about half the compile work.
-CONTAINERD_TAGS ?= no_btrfs
-CONTAINERD_DEMO_TAGS := no_btrfs,no_cri,no_devmapper,no_zfs,no_tracing
-tool-containerd:
-	$(call build_tool,containerd,containerd ctr containerd-shim-runc-v2,-tags $(CONTAINERD_TAGS) $(TOOL_LDFLAGS) \
-	  github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr \
-	  github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2)
-tool-nerdctl:
-	$(call build_tool,nerdctl,nerdctl,$(TOOL_LDFLAGS) github.com/containerd/nerdctl/cmd/nerdctl)
-# cri-tools v1.34.0 depends on cri-api/cri-client release candidates the
-# checksum database does not list; go.sum in tools/crictl pins them.
-tool-crictl:
-	$(call build_tool,crictl,crictl,$(TOOL_LDFLAGS) sigs.k8s.io/cri-tools/cmd/crictl,GONOSUMDB=sigs.k8s.io/cri-tools$(COMMA)k8s.io/cri-api$(COMMA)k8s.io/cri-client)
+	@$(TOOLBUILD) $(TOOLS)
+tool-%:
+	@$(TOOLBUILD) $*
 
 # test: unit and integration tests. -timeout turns a hang into a goroutine dump.
 test: tools build
@@ -120,13 +85,13 @@ fuzz:
 	  done; done
 
 # demo: the main job end to end on built-in defaults (root; installs the
-# Debian packages it needs): builds in parallel only what it starts (ociseek,
-# containerd with ctr and the runc shim, olareg; 5-6 min on an idle 2-core
-# machine the first time, seconds after), then registry, containerd, the
+# Debian packages it needs): builds only what it starts, one after another
+# (ociseek, containerd with ctr and the runc shim, olareg; about 400
+# CPU-seconds the first time, seconds after), then registry, containerd, the
 # snapshotter, a lazily started container, the same image with a full pull,
 # and the comparison line at the end.
 demo:
-	GO="$(GO)" BIN="$(BIN)" MAKE="$(MAKE)" sh scripts/demo.sh
+	GO="$(GO)" BIN="$(BIN)" sh scripts/demo.sh
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

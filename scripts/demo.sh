@@ -14,7 +14,6 @@ set -eu
 
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
-MAKE=${MAKE:-make}
 BIN=${BIN:-$PWD/bin}
 export CGO_ENABLED=0
 # Where the Makefile's tool targets put the binaries, for BIN given.
@@ -49,9 +48,9 @@ fi
 # empty Go caches this is about 400 CPU-seconds (ociseek 240, containerd
 # 155, olareg 6): some 3.5 minutes on an idle 2-core machine. Each step
 # says when it starts and when it is done (or up to date), and a failed one
-# shows its output. The tool builds are the Makefile's: same pinned modules,
-# same up-to-date rule (binaries newer than the module's go.sum), same lock
-# as internal/toolbin.
+# shows its output. The tool builds are the Makefile's (internal/toolbin's
+# toolbuild): same pinned modules, same up-to-date rule (binaries newer than
+# the module's go.sum), same locks as a test building a missing tool.
 logs=$(mktemp -d "${TMPDIR:-/tmp}/ociseek-demo-build.XXXXXX")
 downloads=""
 trap 'for p in $downloads; do kill "$p" 2>/dev/null || true; done; rm -rf "$logs"' EXIT
@@ -90,10 +89,10 @@ fresh() {
 # A full containerd from `make tools` serves the demo as well; otherwise the
 # demo builds its own without the plugins it never starts.
 tools_dir=$OCISEEK_TOOLS_BIN
-containerd_hint="first time: ~1.5 min"
+demo_flag=""
 if ! fresh "$tools_dir" containerd containerd ctr containerd-shim-runc-v2; then
 	tools_dir=$BIN/demo-tools
-	containerd_tags="CONTAINERD_TAGS=$(sed -n 's/^CONTAINERD_DEMO_TAGS := //p' Makefile)"
+	demo_flag=-demo
 fi
 mkdir -p "$BIN" "$tools_dir"
 for module in containerd olareg; do
@@ -102,10 +101,10 @@ for module in containerd olareg; do
 done
 build 1 "ociseek, ociseek-snapshotter and the demo" "first time: ~2 min" \
 	$GO build -o "$BIN/" ./cmd/ociseek ./cmd/ociseek-snapshotter ./integration/cmd/demo
-build 2 "containerd, ctr and containerd-shim-runc-v2" "$containerd_hint" \
-	$MAKE --no-print-directory BIN="$BIN" OCISEEK_TOOLS_BIN="$tools_dir" ${containerd_tags:-} tool-containerd
+build 2 "containerd, ctr and containerd-shim-runc-v2" "first time: ~1.5 min" \
+	$GO run ./internal/toolbin/toolbuild -dir "$tools_dir" $demo_flag containerd
 build 3 "the olareg registry" "first time: seconds" \
-	$MAKE --no-print-directory BIN="$BIN" OCISEEK_TOOLS_BIN="$tools_dir" tool-olareg
+	$GO run ./internal/toolbin/toolbuild -dir "$tools_dir" olareg
 rm -rf "$logs"
 trap - EXIT INT TERM
 export OCISEEK_TOOLS_BIN="$tools_dir"

@@ -1,8 +1,9 @@
 // Package toolbin finds the third-party programs the tests start (the
 // distribution and olareg registries, containerd and its clients) and, when
 // one is missing or older than its pinned module, builds it from that module
-// under tools/ — the same commands `make tools` runs — so that `go test` works
-// in a fresh clone without a separate setup step.
+// under tools/, so that `go test` works in a fresh clone without a separate
+// setup step. `make tools` and `make demo` build through the same table
+// (the toolbuild command), so there is one spelling of each build.
 //
 // Binaries live in $OCISEEK_TOOLS_BIN, or <repository>/bin/tools when it is
 // unset. A build holds an exclusive flock on a per-module lock file in that
@@ -50,8 +51,14 @@ type module struct {
 	env  []string // extra environment
 }
 
-// moduleOf returns the module that builds the binary called name. The
-// commands match the Makefile's tools target.
+// ContainerdDemoTags are the build tags of the containerd `make demo`
+// starts: none of the CRI, devmapper, ZFS or tracing plugins, which the demo
+// never uses, and about half the compile work of the full build.
+const ContainerdDemoTags = "no_btrfs,no_cri,no_devmapper,no_zfs,no_tracing"
+
+// moduleOf returns the module that builds the binary called name: the one
+// table of tool builds, used by tests through Ensure and by the Makefile
+// and the demo through the toolbuild command.
 func moduleOf(name string) (module, bool) {
 	switch name {
 	case "registry":
@@ -125,13 +132,24 @@ func Dir() (string, error) {
 // minutes). Errors wrapping ErrUnavailable mean this machine cannot build
 // it.
 func Ensure(ctx context.Context, name string, logf func(format string, args ...any)) (string, error) {
+	dir, err := Dir()
+	if err != nil {
+		return "", err
+	}
+	return EnsureIn(ctx, dir, name, "", logf)
+}
+
+// EnsureIn is Ensure with the bin directory given, and with tags, when not
+// empty, in place of the module's own build tags (the demo's containerd:
+// ContainerdDemoTags). Binaries built with other tags belong in a
+// directory of their own: the up-to-date rule does not look at tags.
+func EnsureIn(ctx context.Context, dir, name, tags string, logf func(format string, args ...any)) (string, error) {
 	mod, ok := moduleOf(name)
 	if !ok {
 		return "", fmt.Errorf("toolbin: no tools module builds %q", name)
 	}
-	dir, err := Dir()
-	if err != nil {
-		return "", err
+	if tags != "" {
+		mod.tags = tags
 	}
 	bin := filepath.Join(dir, name)
 	root, rootErr := RepoRoot()
@@ -220,7 +238,9 @@ func lock(path string) (func(), error) {
 func build(ctx context.Context, gobin, modDir, outDir string, mod module) error {
 	ctx, cancel := context.WithTimeout(ctx, buildTimeout)
 	defer cancel()
-	args := []string{"build"}
+	// No symbols or DWARF: nobody debugs these binaries, and stripping
+	// shortens every link.
+	args := []string{"build", "-ldflags=-s -w"}
 	if mod.tags != "" {
 		args = append(args, "-tags", mod.tags)
 	}
