@@ -53,7 +53,7 @@ func TestBlobReadsRetryOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg.Registry.PlainHTTP = []string{host}
-		blobs := lazyOptions(cfg, client).Blobs()
+		blobs := lazyOptions(cfg, withHosts(cfg, client)).Blobs()
 		requests.Store(0)
 		_, err = blobs.OpenBlob(context.Background(), fs.LayerRef{ImageRef: host + "/app:1", LayerDigest: digest.FromString("layer")})
 		if !errors.Is(err, remote.ErrStatus) {

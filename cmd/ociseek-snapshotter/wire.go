@@ -62,11 +62,12 @@ func newServiceXattr(ctx context.Context, cfg *config.Config, reg prometheus.Reg
 	if err != nil {
 		return nil, err
 	}
+	regs := withHosts(cfg, client)
 	snRoot := filepath.Join(cfg.Daemon.Root, "snapshotter")
 	d := &service{cri: cri}
 	fsys := snapshot.FileSystem(noIndexFS{})
 	if cfg.Snapshotter.Lazy {
-		if d.fs, err = newFileSystem(cfg, client, reg, userXattr); err != nil {
+		if d.fs, err = newFileSystem(cfg, regs, reg, userXattr); err != nil {
 			return nil, err
 		}
 		fsys = lazyFS{d.fs}
@@ -81,7 +82,7 @@ func newServiceXattr(ctx context.Context, cfg *config.Config, reg prometheus.Reg
 		opts = append(opts, snapshot.DisableLazy())
 	}
 	if cfg.Snapshotter.LocalUnpack {
-		opts = append(opts, snapshot.WithUnpacker(unpack.New(client, plainHTTPPolicy(cfg))))
+		opts = append(opts, snapshot.WithUnpacker(unpack.New(regs.requests(), plainHTTPPolicy(cfg))))
 	}
 	if !cfg.BackgroundFetch.Enable {
 		opts = append(opts, snapshot.WithCompletionOff())
@@ -145,19 +146,19 @@ func (d *service) shutdown(ctx context.Context, unmount bool) error {
 // the retry transport: fs/remote retries ranges itself, knowing partial
 // progress, and a second layer under it multiplied the requests (6 per
 // attempt against a failing registry), so that max_retries bounded nothing.
-func newFileSystem(cfg *config.Config, client *auth.Client, reg prometheus.Registerer, userXattr bool) (*fs.FS, error) {
-	return lazyfs.New(lazyOptions(cfg, client), fsOptions(cfg, reg, userXattr)...)
+func newFileSystem(cfg *config.Config, regs registryAccess, reg prometheus.Registerer, userXattr bool) (*fs.FS, error) {
+	return lazyfs.New(lazyOptions(cfg, regs), fsOptions(cfg, reg, userXattr)...)
 }
 
 // lazyOptions turns the configuration into the values lazyfs builds the
 // file system from.
-func lazyOptions(cfg *config.Config, client *auth.Client) lazyfs.Options {
+func lazyOptions(cfg *config.Config, regs registryAccess) lazyfs.Options {
 	// One plain-HTTP policy for every registry client of the daemon.
 	plainHTTP := plainHTTPPolicy(cfg)
 	o := lazyfs.Options{
 		Root:           filepath.Join(cfg.Daemon.Root, "fs"),
-		Discover:       discoverOptions(cfg, client, plainHTTP),
-		RangeClient:    withoutRetries(client),
+		Discover:       discoverOptions(cfg, regs.requests(), plainHTTP),
+		RangeClient:    regs.ranges(),
 		PlainHTTP:      plainHTTP,
 		Fetch:          fetchOptions(cfg.Fetch),
 		DeferredVerify: cfg.Fetch.Verify == config.VerifyDeferred,
@@ -178,7 +179,7 @@ func lazyOptions(cfg *config.Config, client *auth.Client) lazyfs.Options {
 
 // discoverOptions turns [discovery] into index/discover's options; its
 // repositories reach registries through client.
-func discoverOptions(cfg *config.Config, client *auth.Client, plainHTTP func(string) bool) discover.Options {
+func discoverOptions(cfg *config.Config, client orasremote.Client, plainHTTP func(string) bool) discover.Options {
 	return discover.Options{
 		NewRepository: func(name string) (*orasremote.Repository, error) {
 			repo, err := orasremote.NewRepository(name)

@@ -170,7 +170,7 @@ func newMountFS(rf *registryFlags, mf mountFlags, root string) (*fs.FS, error) {
 	o := lazyfs.Options{
 		Root:           root,
 		Discover:       discover.Options{NewRepository: rf.factory},
-		RangeClient:    withoutRetries(client),
+		RangeClient:    rf.hosts().Client(withoutRetries(client)),
 		PlainHTTP:      rf.plainHTTPFor,
 		DeferredVerify: mf.deferred,
 		CacheDir:       mf.cacheDir,

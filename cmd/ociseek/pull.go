@@ -209,6 +209,7 @@ func newResolver(rf *registryFlags) remotes.Resolver {
 		authOpts = append(authOpts, docker.WithAuthClient(client))
 		regOpts = append(regOpts, docker.WithClient(client))
 	}
-	hosts := docker.ConfigureDefaultRegistries(append(regOpts, docker.WithAuthorizer(docker.NewDockerAuthorizer(authOpts...)))...)
+	hosts := rf.withHostsDir(context.Background(),
+		docker.ConfigureDefaultRegistries(append(regOpts, docker.WithAuthorizer(docker.NewDockerAuthorizer(authOpts...)))...), creds)
 	return docker.NewResolver(docker.ResolverOptions{Hosts: hosts})
 }

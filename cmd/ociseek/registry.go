@@ -15,6 +15,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote/retry"
 
 	"github.com/ociseek/ociseek/index/discover"
+	"github.com/ociseek/ociseek/internal/hosts"
 )
 
 // registryFlags are the registry options shared by every verb that talks to
@@ -27,13 +28,17 @@ type registryFlags struct {
 	// (see transport); httpOnly caches speaksOnlyHTTP's answers.
 	skipVerify, insecure bool
 	httpOnly             schemeCache
+	// hostsDir is --hosts-dir; hostsCfg its configuration, made once
+	// (see hosts).
+	hostsDir string
+	hostsCfg *hosts.Hosts
 	// client is made once per command so every repository of a run shares
 	// the token cache and the credential lookup.
 	client *auth.Client
 }
 
-// addRegistryFlags registers --plain-http, --user/-u, --skip-verify/-k
-// and --insecure-registry on fs.
+// addRegistryFlags registers --plain-http, --user/-u, --skip-verify/-k,
+// --insecure-registry and --hosts-dir on fs.
 func addRegistryFlags(fs *flag.FlagSet) *registryFlags {
 	r := &registryFlags{fs: fs}
 	fs.BoolVar(&r.plainHTTP, "plain-http", false,
@@ -42,6 +47,7 @@ func addRegistryFlags(fs *flag.FlagSet) *registryFlags {
 		"registry credentials as `USER:PASSWORD` (default: the docker config file and its credential helpers)")
 	fs.StringVar(&r.user, "u", "", "shorthand for --user")
 	r.addTLSFlags(fs)
+	r.addHostsFlag(fs)
 	return r
 }
 
@@ -84,7 +90,7 @@ func (r *registryFlags) authClient() (*auth.Client, error) {
 		c.Credential = credentials.Credential(store)
 		source = "the docker config file ($DOCKER_CONFIG or ~/.docker)"
 	}
-	c.Client = &http.Client{Transport: authErrors{next: retry.NewTransport(r.transport()), credential: c.Credential, source: source}}
+	c.Client = r.httpClient(authErrors{next: retry.NewTransport(r.hosts().Transport()), credential: c.Credential, source: source})
 	r.client = c
 	return c, nil
 }
@@ -151,7 +157,7 @@ func (r *registryFlags) repository(ref string) (*orasremote.Repository, string, 
 	if err != nil {
 		return nil, "", err
 	}
-	repo.Client = client
+	repo.Client = r.hosts().Client(client)
 	repo.PlainHTTP = r.plainHTTPFor(repo.Reference.Registry)
 	tagOrDigest := repo.Reference.Reference
 	return repo, tagOrDigest, nil

@@ -20,7 +20,7 @@ var allowed = map[string][]string{
 	// The daemon wires everything; the CLI sees fs only through lazyfs,
 	// the one construction of the lazy file system both binaries share.
 	"cmd/ociseek-snapshotter": {"..."},
-	"cmd/ociseek":             {"cmd/internal/lazyfs", "fs", "index", "index/discover", "index/build", "internal/label", "snapshot", "ztoc"},
+	"cmd/ociseek":             {"cmd/internal/lazyfs", "fs", "index", "index/discover", "index/build", "internal/hosts", "internal/label", "snapshot", "ztoc"},
 	"cmd/internal/lazyfs":     {"fs", "fs/...", "index", "index/discover", "ztoc"},
 	"integration/...":         {"integration/...", "ztoc/ztoctest", "internal/...", "index", "ztoc"},
 	"internal/...":            {"..."},

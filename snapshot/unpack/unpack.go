@@ -26,7 +26,6 @@ import (
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry"
 	orasremote "oras.land/oras-go/v2/registry/remote"
-	"oras.land/oras-go/v2/registry/remote/auth"
 )
 
 // stagingSuffix names the directory a layer is unpacked into, beside the
@@ -39,13 +38,13 @@ const stagingSuffix = ".unpacking"
 // passes as snapshots.LabelSnapshotDiffID since 2.0, and which is read
 // from the image config otherwise: see diffIDFromConfig).
 type Unpacker struct {
-	client    *auth.Client
+	client    orasremote.Client
 	plainHTTP func(host string) bool
 }
 
 // New returns an Unpacker that reaches registries through client, over
 // plain HTTP for the hosts plainHTTP accepts (nil: none).
-func New(client *auth.Client, plainHTTP func(host string) bool) *Unpacker {
+func New(client orasremote.Client, plainHTTP func(host string) bool) *Unpacker {
 	if plainHTTP == nil {
 		plainHTTP = func(string) bool { return false }
 	}

@@ -17,8 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
-	"oras.land/oras-go/v2/registry/remote/auth"
+	"net/http"
 
 	"github.com/ociseek/ociseek/fs"
 	"github.com/ociseek/ociseek/fs/bgfetch"
@@ -51,7 +50,7 @@ type Options struct {
 	// fs/remote retries each range itself, with a budget that knows the
 	// partial progress, and a retrying transport under it multiplies the
 	// requests. Required.
-	RangeClient *auth.Client
+	RangeClient remote.Doer
 	// PlainHTTP says which registry hosts blob reads reach over HTTP (nil:
 	// none); Discover.NewRepository decides it for discovery, and callers
 	// should pass the same policy to both.
@@ -117,4 +116,10 @@ type ztocSource struct{ d *discover.Discoverer }
 // Lookup implements fs.ZtocSource.
 func (s ztocSource) Lookup(ctx context.Context, l fs.LayerRef) (*ztoc.Ztoc, error) {
 	return s.d.LayerZtoc(ctx, l.ImageRef, l.ManifestDigest, l.IndexDigest, l.LayerDigest)
+}
+
+// CheckRedirect is the redirect policy of registry clients (fs/remote's):
+// Go's default limit, and no redirect from HTTPS to plain HTTP.
+func CheckRedirect(req *http.Request, via []*http.Request) error {
+	return remote.CheckRedirect(req, via)
 }

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	snapshots "github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/log/logtest"
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"oras.land/oras-go/v2"
+
+	"github.com/ociseek/ociseek/config"
+	"github.com/ociseek/ociseek/fs"
+	"github.com/ociseek/ociseek/internal/hosts/hoststest"
+	"github.com/ociseek/ociseek/internal/regtest"
+	"github.com/ociseek/ociseek/snapshot"
+)
+
+// TestDaemonUsesMirror: the daemon, with [registry] config_path naming a
+// hosts.toml that sends the image's registry to a mirror holding a copy
+// of the image and its SOCI index, mounts the layer lazily (discovery,
+// zTOC and the blob probe) and, with a zTOC over the size bound, unpacks
+// it itself, all from the mirror: the upstream sees only the referrers API
+// probe, a capability the mirror is not given.
+func TestDaemonUsesMirror(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: FUSE and overlay mounts")
+	}
+	ctx := logtest.WithT(context.Background(), t)
+	up := regtest.Start(t, regtest.KindDistribution)
+	mirror := regtest.Start(t, regtest.KindDistribution)
+	blob, _ := testLayer(t)
+	img := pushIndexedImage(ctx, t, up, blob)
+	if _, err := oras.ExtendedCopy(ctx, up.Repository(t, "app"), "latest", mirror.Repository(t, "app"), "latest", oras.DefaultExtendedCopyOptions); err != nil {
+		t.Fatalf("copy the image and its index to the mirror: %v", err)
+	}
+	upP := hoststest.StartProxy(t, up.Host, hoststest.ProxyOptions{})
+	mirP := hoststest.StartProxy(t, mirror.Host, hoststest.ProxyOptions{})
+	dir := t.TempDir()
+	hoststest.WriteHosts(t, dir, upP.Host, `
+[host."http://`+mirP.Host+`"]
+  capabilities = ["pull", "resolve"]
+`)
+
+	for _, tc := range []struct {
+		name    string
+		maxZtoc int64
+		want    snapshot.Outcome
+	}{
+		{"lazy", 0, snapshot.OutcomeLazy},
+		{"local unpack", 1, snapshot.OutcomeLocalUnpack},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := config.Default()
+			cfg.Daemon.Root = t.TempDir()
+			cfg.Registry.DockerConfig = filepath.Join(t.TempDir(), "config.json")
+			cfg.Registry.ConfigPath = dir
+			cfg.BackgroundFetch.Enable = false
+			if tc.maxZtoc != 0 {
+				cfg.Discovery.MaxZtocBytes = tc.maxZtoc
+			}
+			svc, err := newService(ctx, cfg, prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer svc.shutdown(ctx, true)
+			before := mirP.Bytes()
+			labels := map[string]string{
+				snapshots.LabelSnapshotRef: "layer",
+				fs.LabelImageRef:           upP.Host + "/app:latest",
+				fs.LabelManifestDigest:     img.Digest.String(),
+				fs.LabelLayerDigest:        digest.FromBytes(blob).String(),
+			}
+			_, _ = svc.sn.Prepare(ctx, "extract-1 layer", "", snapshots.WithLabels(labels))
+			info, err := svc.sn.Stat(ctx, "layer")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := snapshot.Outcome(info.Labels[snapshot.LabelDecision]); got != tc.want {
+				t.Fatalf("outcome %s (%s), want %s", got, info.Labels[snapshot.LabelDecisionReason], tc.want)
+			}
+			for _, r := range upP.Requests() {
+				// The referrers API needs the "referrers" capability,
+				// which this mirror's list leaves out (as containerd
+				// reads it): that probe, and only it, goes upstream.
+				if !strings.Contains(r.Path, "/referrers/") {
+					t.Errorf("upstream asked %s %s", r.Method, r.Path)
+				}
+			}
+			got := mirP.Bytes() - before
+			if tc.want == snapshot.OutcomeLocalUnpack && got < int64(len(blob)) {
+				t.Errorf("mirror sent %d bytes, less than the %d-byte layer", got, len(blob))
+			}
+			t.Logf("%s: mirror sent %d bytes, upstream %d", tc.name, got, upP.Bytes())
+		})
+	}
+}
