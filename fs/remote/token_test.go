@@ -97,9 +97,11 @@ func TestTokenExpiresDuringLazyRead(t *testing.T) {
 	if h := live.Health(); h.LastError != nil {
 		t.Errorf("health after the read: %v, want no failure", h.LastError)
 	}
+	// The read spans at least 7 s: the first token and at least two
+	// renewals (more on a slow machine, where the read lasts longer).
 	n := tokensSince(t, ts, start)
-	if lives := int(elapsed / tokenTTL); n < lives {
-		t.Errorf("%d tokens issued over %v, want at least %d (one per expired token)", n, elapsed.Round(time.Millisecond), lives)
+	if n < 3 {
+		t.Errorf("%d tokens issued over %v, want at least 3 (the first and one per expiry)", n, elapsed.Round(time.Millisecond))
 	}
 	t.Logf("read %d bytes over %v with %d tokens", len(data), elapsed.Round(time.Millisecond), n)
 }
