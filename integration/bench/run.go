@@ -146,6 +146,7 @@ func (r *Runner) RunOnce(ctx context.Context, tg Target, sn string) (m Measure, 
 	}
 	m.FirstOutput = firstAt.Sub(t0)
 	firstReadGets := tg.Proxy.Gets()
+	r.logGets(sn, t0, firstReadGets)
 
 	before := tg.Proxy.BlobBytes()
 	if m.Read, _, err = client.workload(ctx, tg.Ref, "sha256sum "+strings.Join(r.Img.ReadFiles, " ")+" > /dev/null"); err != nil {
@@ -180,6 +181,31 @@ func (r *Runner) RunOnce(ctx context.Context, tg Target, sn string) (m Measure, 
 			"--namespace", harness.Namespace, "--snapshotter", "soci", "--root", snap.root, "--timings", tg.Ref)
 	}
 	return m, nil
+}
+
+// logGets logs the blob GETs of a start: the registry's view of it.
+func (r *Runner) logGets(sn string, t0 time.Time, gets []*harness.BlobGet) {
+	var b strings.Builder
+	for i, g := range gets {
+		if i == 40 {
+			fmt.Fprintf(&b, "\n  ... %d more", len(gets)-i)
+			break
+		}
+		what := g.Digest
+		switch g.Digest {
+		case r.Layers.Base.String():
+			what = "base layer"
+		case r.Layers.Data.String():
+			what = "data layer"
+		}
+		rng := g.Range
+		if rng == "" {
+			rng = "whole"
+		}
+		fmt.Fprintf(&b, "\n  %+.3f s to %+.3f s: %s (%s) %d bytes by %q", g.Start.Sub(t0).Seconds(), g.End().Sub(t0).Seconds(),
+			what, rng, g.Bytes(), g.UserAgent)
+	}
+	r.Logf("%s: blob GETs until the first output:%s", sn, b.String())
 }
 
 // snapshotterProc is the proxy snapshotter of a run: its socket and root

@@ -27,11 +27,15 @@ const (
 	StepZtocFetch    = "zTOC fetch"
 	StepMount        = "zTOC parse, blob probe, FUSE mount"
 	StepCommit       = "commit of the lazy layer"
-	StepContainer    = "container start (client, containerd, runc)"
-	StepFirstRead    = "first read (span fetch) to output"
+	StepContainer    = "container start (client, containerd, runc) to the first span GET"
+	StepFirstRead    = "span reads to the output"
 	StepUnaccounted  = "rest"
 	timelineMinSteps = 3
 )
+
+// probeRange is the Range of the daemon's blob probe at mount time (one
+// byte, to learn the blob is there and how to reach it): not a read.
+const probeRange = "bytes=0-0"
 
 // timeline puts the daemon's layer timings (snapshot labels) and the
 // registry's view (blob GETs through the counting proxy, gets) together
@@ -46,7 +50,7 @@ func (r *Runner) timeline(ctx context.Context, c *harness.Containerd, t0, first 
 	var ztocEnd, spanStart time.Time
 	for _, g := range gets {
 		switch {
-		case g.Digest == r.Layers.Data.String() && g.Range != "":
+		case g.Digest == r.Layers.Data.String() && g.Range != "" && g.Range != probeRange:
 			if spanStart.IsZero() || g.Start.Before(spanStart) {
 				spanStart = g.Start
 			}
