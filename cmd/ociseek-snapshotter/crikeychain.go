@@ -41,6 +41,9 @@ func newCRIService(cfg *config.Config, client *auth.Client) (*criService, error)
 	}
 	keys := crikeychain.New(c.TTL.Duration, nil)
 	client.Credential = keys.Credential(client.Credential)
+	// Tokens derived from a pull's credentials (a basic-auth one is the
+	// password itself) outlive them by at most a quarter of the TTL.
+	client.Cache = crikeychain.NewRotatingCache(c.TTL.Duration/4, nil)
 	return &criService{proxy: crikeychain.NewProxy(upstream, keys), upstream: conn, listenPath: c.ListenPath}, nil
 }
 
