@@ -172,6 +172,8 @@ func lazyOptions(cfg *config.Config, regs registryAccess) lazyfs.Options {
 			RetryDelay:     cfg.BackgroundFetch.RetryDelay.Duration,
 			MaxDeferral:    cfg.BackgroundFetch.MaxDeferral.Duration,
 			StepTimeout:    cfg.BackgroundFetch.StepTimeout.Duration,
+			Policy:         lazyfs.BackgroundPolicy(cfg.BackgroundFetch.Policy),
+			Parallel:       cfg.BackgroundFetch.Parallel,
 		}
 	}
 	return o

@@ -36,6 +36,10 @@ type FetchOptions = remote.Options
 // BackgroundOptions are the background completion knobs of fs/bgfetch.
 type BackgroundOptions = bgfetch.Options
 
+// BackgroundPolicy is when fs/bgfetch completes layers ("idle" or
+// "full-speed").
+type BackgroundPolicy = bgfetch.Policy
+
 // MountOptions are the FUSE mount knobs of fs/layer.
 type MountOptions = layer.MountOptions
 
