@@ -91,7 +91,9 @@ func (m *migrator) assign(from, table, key string, value any, priority int) {
 // equivalent. Every key is either carried over or listed in Skipped with
 // its reason; an unknown key or a value of the wrong type is skipped, not
 // an error. It fails only when data is not TOML (or is too large).
-func MigrateSoci(r io.Reader) (*Migration, error) {
+// hostsDir, when not empty, is where the caller writes the Hosts files:
+// registry.config_path then points there.
+func MigrateSoci(r io.Reader, hostsDir string) (*Migration, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxFileSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read soci-snapshotter config: %w", err)
@@ -111,6 +113,9 @@ func MigrateSoci(r io.Reader) (*Migration, error) {
 	m := &migrator{}
 	if resolver, ok := lookupFold(doc, "resolver"); ok {
 		m.resolver(resolver)
+	}
+	if hostsDir != "" && len(m.hosts) > 0 {
+		m.assign("--hosts-dir (where the mirrors' hosts.toml files are written)", "registry", "config_path", hostsDir, 1)
 	}
 	for _, l := range flatten(doc, nil) {
 		if len(l.path) > 0 && strings.EqualFold(l.path[0], "resolver") {

@@ -102,10 +102,11 @@ var sociRules = map[string]sociRule{
 	// at the top level.
 	"registry.config_path": str(func(m *migrator, from, s string) {
 		if s == "" {
-			m.skip(from, "empty: nothing to carry over")
+			m.skip(from, "empty: soci-snapshotter then reads no hosts.toml; ociseek reads registry.config_path "+
+				"(default /etc/containerd/certs.d, a missing directory meaning none); set it to \"\" to read none")
 			return
 		}
-		m.skip(from, "not yet supported: ociseek does not read hosts.toml directories yet (the directory was %q)", s)
+		m.assign(from, "registry", "config_path", s, 0)
 	}),
 }
 

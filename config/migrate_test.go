@@ -31,7 +31,7 @@ func migrateFile(t *testing.T, path string) *Migration {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	m, err := MigrateSoci(f)
+	m, err := MigrateSoci(f, "")
 	if err != nil {
 		t.Fatalf("migrate %s: %v", path, err)
 	}
@@ -95,6 +95,7 @@ func TestMigrateSociGolden(t *testing.T) {
 		{"snapshotter.min_layer_size", c.Snapshotter.MinLayerSize, int64(10_000_000)},
 		{"snapshotter.allow_invalid_mounts_on_restart", c.Snapshotter.AllowInvalidMountsOnRestart, true},
 		{"cri_keychain.enable", c.CRIKeychain.Enable, true},
+		{"registry.config_path", c.Registry.ConfigPath, "/etc/containerd/certs.d"},
 		{"cri_keychain.image_service_path", c.CRIKeychain.ImageServicePath, "/run/containerd/containerd.sock"},
 		// Not in the file: ociseek's default.
 		{"cache.max_bytes", c.Cache.MaxBytes, Default().Cache.MaxBytes},
@@ -103,6 +104,27 @@ func TestMigrateSociGolden(t *testing.T) {
 		if ch.got != ch.want {
 			t.Errorf("%s = %v, want %v", ch.key, ch.got, ch.want)
 		}
+	}
+}
+
+// TestMigrateHostsDir: with the directory the hosts.toml files go to,
+// registry.config_path points there, over the file's own config_path.
+func TestMigrateHostsDir(t *testing.T) {
+	f, err := os.Open(sociSample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := MigrateSoci(f, "/srv/certs.d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Config.Registry.ConfigPath; got != "/srv/certs.d" {
+		t.Errorf("registry.config_path = %q, want the hosts directory /srv/certs.d", got)
+	}
+	i := slices.IndexFunc(m.Skipped, func(s Skipped) bool { return s.Key == "registry.config_path" })
+	if i < 0 || !strings.Contains(m.Skipped[i].Reason, "superseded by --hosts-dir") {
+		t.Errorf("the file's registry.config_path is not reported as superseded: %+v", m.Skipped)
 	}
 }
 
@@ -223,7 +245,7 @@ silence_period_msec = -5
 [something_new]
 x = [1, 2]
 `
-	m, err := MigrateSoci(strings.NewReader(in))
+	m, err := MigrateSoci(strings.NewReader(in), "")
 	if err != nil {
 		t.Fatalf("MigrateSoci: %v", err)
 	}
@@ -256,7 +278,7 @@ x = [1, 2]
 	if len(m.Hosts) != 1 || !strings.Contains(m.Hosts[0].Text, `[host.'https://m.example']`) {
 		t.Errorf("hosts = %+v, want r.example with mirror m.example", m.Hosts)
 	}
-	if _, err := MigrateSoci(strings.NewReader("a = [")); err == nil || !regexp.MustCompile(`line \d+ column \d+`).MatchString(err.Error()) {
+	if _, err := MigrateSoci(strings.NewReader("a = ["), ""); err == nil || !regexp.MustCompile(`line \d+ column \d+`).MatchString(err.Error()) {
 		t.Errorf("MigrateSoci of broken TOML: %v, want an error with its position", err)
 	}
 }
@@ -271,7 +293,7 @@ func FuzzMigrateSoci(f *testing.F) {
 	f.Add([]byte("[[resolver.host.\"a\".mirrors]]\nhost = \"b\"\n"))
 	f.Add([]byte("[http]\nMaxWaitMsec = 1\n[blob]\nmin_wait_msec = 50\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := MigrateSoci(bytes.NewReader(data))
+		m, err := MigrateSoci(bytes.NewReader(data), "")
 		if err != nil {
 			return
 		}

@@ -52,12 +52,21 @@ func runMigrate(args []string, stdout, stderr io.Writer) error {
 		fset.Usage()
 		return fmt.Errorf("config migrate: want one soci-snapshotter config file, got %d arguments", len(pos))
 	}
+	if *hostsDir != "" {
+		// registry.config_path must be absolute; so is what the daemon
+		// is told.
+		abs, err := filepath.Abs(*hostsDir)
+		if err != nil {
+			return fmt.Errorf("config migrate: --hosts-dir: %w", err)
+		}
+		*hostsDir = abs
+	}
 	f, err := os.Open(pos[0])
 	if err != nil {
 		return fmt.Errorf("config migrate: %w", err)
 	}
 	defer f.Close()
-	m, err := config.MigrateSoci(f)
+	m, err := config.MigrateSoci(f, *hostsDir)
 	if err != nil {
 		return fmt.Errorf("config migrate %s: %w", pos[0], err)
 	}

@@ -89,8 +89,8 @@ func TestConfigMigrateWritesFiles(t *testing.T) {
 	if strings.Contains(stderr.String(), "hosts.toml for docker.io (write it") {
 		t.Errorf("report prints hosts.toml text that was written to files:\n%s", stderr.String())
 	}
-	if _, err := os.Stat(out); err != nil {
-		t.Fatalf("-o file: %v", err)
+	if b, err := os.ReadFile(out); err != nil || !strings.Contains(string(b), "config_path = '"+hosts+"'") {
+		t.Errorf("-o file: %v; want registry.config_path = %s, where the hosts.toml files went:\n%s", err, hosts, b)
 	}
 	stderr.Reset()
 	if err := runMigrate([]string{"-o", out, sociSample}, &stdout, &stderr); err == nil {
