@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/log"
@@ -74,7 +75,12 @@ func (c *Client) try(req *http.Request, name string, cands []*endpoint) (*http.R
 		if err != nil {
 			return nil, err
 		}
-		resp, err := c.next.Do(out)
+		var resp *http.Response
+		if last {
+			resp, err = c.next.Do(out)
+		} else {
+			resp, err = c.sendMirror(out)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				c.noteDone(ctx, ep)
@@ -103,6 +109,53 @@ func (c *Client) try(req *http.Request, name string, cands []*endpoint) (*http.R
 	}
 	// Unreachable: the last candidate always returns.
 	return nil, errors.New("no registry host to try")
+}
+
+// errNoAnswer reports a mirror that sent no answer's headers within
+// Options.HeaderTimeout.
+var errNoAnswer = errors.New("no answer in time")
+
+// sendMirror sends out to a host that is not the last, waiting at most
+// Options.HeaderTimeout for the answer's headers: a mirror that accepts
+// connections but never answers hands the request on instead of holding
+// it (for a lazy read, holding a container) until the caller's own limits
+// end it. The bound stops when the headers arrive; the body then lives
+// until it is closed.
+func (c *Client) sendMirror(out *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancelCause(out.Context())
+	timer := time.AfterFunc(c.h.opts.HeaderTimeout, func() { cancel(errNoAnswer) })
+	resp, err := c.next.Do(out.WithContext(ctx))
+	fired := !timer.Stop()
+	if err == nil && fired {
+		// The bound ended just as the answer came: its body is cut.
+		discard(resp)
+		err = errNoAnswer
+	}
+	if err != nil {
+		cancel(context.Canceled)
+		if errors.Is(context.Cause(ctx), errNoAnswer) && out.Context().Err() == nil {
+			return nil, fmt.Errorf("%w (%s)", errNoAnswer, c.h.opts.HeaderTimeout)
+		}
+		return nil, err
+	}
+	if resp.Body == nil {
+		cancel(context.Canceled)
+	} else {
+		resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	}
+	return resp, nil
+}
+
+// cancelOnClose ends a mirror request's context when its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelCauseFunc
+}
+
+func (b *cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel(context.Canceled)
+	return err
 }
 
 // noteDone benches ep when the request ended for a reason of the host's

@@ -25,7 +25,8 @@
 //   - Fall-over: a host that fails (transport error, any 4xx or 5xx answer)
 //     hands the request to the next one, and the last one (the upstream, or
 //     the "server" of hosts.toml) answers whatever it answers. A host that
-//     fails as a host (transport error, 5xx, a body cut short) is skipped
+//     fails as a host (transport error, 5xx, a body cut short, no answer
+//     within Options.HeaderTimeout while others remain) is skipped
 //     for Options.Cooldown, so that retries of a range read that broke
 //     mid-way on a mirror go straight to the next host. A 404 or 401 is a
 //     fact about one blob or repository and skips nothing.
@@ -89,6 +90,12 @@ type Options struct {
 	// Cooldown is how long a host that failed as a host is skipped
 	// (default 30s).
 	Cooldown time.Duration
+	// HeaderTimeout bounds the wait for the headers of a host's answer,
+	// for every host but the last (default 5s: half of fs/remote's default
+	// rate window, so that a range read falls over within one attempt). A
+	// mirror that accepts connections and never answers is then skipped
+	// like a refused one.
+	HeaderTimeout time.Duration
 	// Recheck is how often a registry's host directory is looked at for
 	// changes (default 5s).
 	Recheck time.Duration
@@ -139,6 +146,7 @@ type endpoint struct {
 func New(opts Options) *Hosts {
 	opts.Cooldown = cmp.Or(opts.Cooldown, 30*time.Second)
 	opts.Recheck = cmp.Or(opts.Recheck, 5*time.Second)
+	opts.HeaderTimeout = cmp.Or(opts.HeaderTimeout, 5*time.Second)
 	if opts.NewTransport == nil {
 		opts.NewTransport = func() *http.Transport {
 			if t, ok := http.DefaultTransport.(*http.Transport); ok {

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -292,5 +293,34 @@ func TestCredentialsPerHost(t *testing.T) {
 	}
 	if len(asked) == 0 {
 		t.Error("no credentials asked for the mirror")
+	}
+}
+
+// TestSilentMirrorIsSkipped: a mirror that accepts connections and never
+// answers holds a request for HeaderTimeout only; the blob comes from the
+// upstream, and the next request does not wait for the mirror again.
+func TestSilentMirrorIsSkipped(t *testing.T) {
+	s := newSite(t, true)
+	silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	t.Cleanup(silent.Close)
+	t.Cleanup(silent.CloseClientConnections)
+	silentHost := strings.TrimPrefix(silent.URL, "http://")
+	hoststest.WriteHosts(t, s.dir, s.upP.Host, `
+[host."http://`+silentHost+`"]
+`)
+	h := hosts.New(hosts.Options{Dir: s.dir, HeaderTimeout: 300 * time.Millisecond})
+	r := s.repository(t, client(h, nil))
+	start := time.Now()
+	fetch(t, r, s.layerA)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("first fetch took %s", d)
+	}
+	if sk := h.Skipped(); len(sk) != 1 || !strings.Contains(sk[0], silentHost) {
+		t.Errorf("skipped = %v, want the silent mirror", sk)
+	}
+	start = time.Now()
+	fetch(t, r, s.layerB)
+	if d := time.Since(start); d > 250*time.Millisecond {
+		t.Errorf("second fetch took %s: the silent mirror was asked again", d)
 	}
 }
