@@ -298,17 +298,18 @@ func (m *Manager) runFlight(ctx context.Context, id ztoc.SpanID, f *flight) {
 	err := m.acquire(ctx)
 	if err == nil {
 		err = m.streamSpan(ctx, f)
-		<-m.sem
 		f.mu.Lock()
-		comp := f.comp
+		comp := f.comp // the hasher and inflater are done with it
 		f.comp = nil
 		f.mu.Unlock()
 		if err == nil {
+			// Before the slot is released, so the memory bound holds.
 			m.keepCompressed(id, comp) // for a full-speed pass (fullspeed.go)
 		}
 		if f.span.Checkpoint != nil {
-			m.bufs.p.put(comp) // the hasher and inflater are done with it
+			m.bufs.p.put(comp)
 		}
+		<-m.sem
 	}
 	// From here on the flight only writes the cache: it no longer holds
 	// back fetch-ahead (startFlights).
