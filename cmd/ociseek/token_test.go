@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
@@ -91,6 +93,39 @@ func TestRegistryVerbsTokenAuth(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("mount verb did not return after interrupt")
+	}
+
+	// ociseek pull's resolver (containerd's docker resolver with the
+	// CLI's credentials) resolves and reads a layer, before and after
+	// its token expires.
+	fs := flag.NewFlagSet("pull", flag.ContinueOnError)
+	rf := addRegistryFlags(fs)
+	if err := fs.Parse(user); err != nil {
+		t.Fatal(err)
+	}
+	resolver := newResolver(rf)
+	ctx = context.Background()
+	name, desc, err := resolver.Resolve(ctx, ref)
+	if err != nil {
+		t.Fatalf("pull's resolver: %v", err)
+	}
+	fetcher, err := resolver.Fetcher(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		rc, err := fetcher.Fetch(ctx, desc)
+		if err != nil {
+			t.Fatalf("pull's fetcher, round %d: %v", i, err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || digest.FromBytes(b) != desc.Digest {
+			t.Fatalf("pull's fetcher, round %d: %d bytes, %v", i, len(b), err)
+		}
+		if i == 0 {
+			time.Sleep(ts.TTL + 500*time.Millisecond)
+		}
 	}
 
 	_, _, err = runRegistryCLI(t, "index", "ls", "--user", "carol:wrong", ref)
