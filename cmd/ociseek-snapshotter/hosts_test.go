@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +20,7 @@ import (
 	"github.com/ociseek/ociseek/internal/hosts/hoststest"
 	"github.com/ociseek/ociseek/internal/regtest"
 	"github.com/ociseek/ociseek/snapshot"
+	"github.com/ociseek/ociseek/ztoc/ztoctest"
 )
 
 // TestDaemonUsesMirror: the daemon, with [registry] config_path naming a
@@ -98,4 +101,65 @@ func TestDaemonUsesMirror(t *testing.T) {
 			t.Logf("%s: mirror sent %d bytes, upstream %d", tc.name, got, upP.Bytes())
 		})
 	}
+}
+
+// TestDaemonReadFallsOverMidRead: a lazy layer is mounted from a mirror,
+// which goes down after sending 1 MiB of a 6 MiB file being read through
+// the FUSE mount; the read returns the whole file, no error, the rest
+// coming from the upstream.
+func TestDaemonReadFallsOverMidRead(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: FUSE and overlay mounts")
+	}
+	ctx := logtest.WithT(context.Background(), t)
+	up := regtest.Start(t, regtest.KindDistribution)
+	mirror := regtest.Start(t, regtest.KindDistribution)
+	body := make([]byte, 6<<20)
+	if _, err := rand.Read(body); err != nil {
+		t.Fatal(err)
+	}
+	blob := ztoctest.Layer(t, []ztoctest.File{{Name: "big", Mode: 0o644, Body: body}}, ztoctest.LayerOptions{Gzip: true})
+	img := pushIndexedImage(ctx, t, up, blob)
+	if _, err := oras.ExtendedCopy(ctx, up.Repository(t, "app"), "latest", mirror.Repository(t, "app"), "latest", oras.DefaultExtendedCopyOptions); err != nil {
+		t.Fatalf("copy the image and its index to the mirror: %v", err)
+	}
+	upP := hoststest.StartProxy(t, up.Host, hoststest.ProxyOptions{})
+	mirP := hoststest.StartProxy(t, mirror.Host, hoststest.ProxyOptions{})
+	dir := t.TempDir()
+	hoststest.WriteHosts(t, dir, upP.Host, `
+[host."http://`+mirP.Host+`"]
+  capabilities = ["pull", "resolve"]
+`)
+	cfg := config.Default()
+	cfg.Daemon.Root = t.TempDir()
+	cfg.Registry.DockerConfig = filepath.Join(t.TempDir(), "config.json")
+	cfg.Registry.ConfigPath = dir
+	cfg.BackgroundFetch.Enable = false
+	svc, err := newService(ctx, cfg, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.shutdown(ctx, true)
+	labels := map[string]string{
+		snapshots.LabelSnapshotRef: "layer",
+		fs.LabelImageRef:           upP.Host + "/app:latest",
+		fs.LabelManifestDigest:     img.Digest.String(),
+		fs.LabelLayerDigest:        digest.FromBytes(blob).String(),
+	}
+	_, _ = svc.sn.Prepare(ctx, "extract-1 layer", "", snapshots.WithLabels(labels))
+	files, _ := filepath.Glob(filepath.Join(cfg.Daemon.Root, "snapshotter", "snapshots", "*", "fs", "big"))
+	if len(files) != 1 {
+		t.Fatalf("lazy layer's file: %v", files)
+	}
+	upBefore := upP.Bytes()
+	mirP.SetDieAfter(1 << 20)
+	got, err := os.ReadFile(files[0])
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("read through FUSE: %d bytes, %v", len(got), err)
+	}
+	fromUp := upP.Bytes() - upBefore
+	if fromUp < int64(len(blob))/2 {
+		t.Errorf("upstream sent %d bytes after the mirror went down, of a %d-byte layer", fromUp, len(blob))
+	}
+	t.Logf("mirror sent 1 MiB of the read and went down; upstream sent %d bytes; layer %d bytes", fromUp, len(blob))
 }

@@ -50,6 +50,7 @@ type Proxy struct {
 	opts   ProxyOptions
 	srv    *httptest.Server
 	bytes  atomic.Int64
+	limit  atomic.Int64 // DieAfter, or SetDieAfter's
 	once   sync.Once
 
 	mu       sync.Mutex
@@ -61,6 +62,7 @@ type Proxy struct {
 func StartProxy(t testing.TB, target string, opts ProxyOptions) *Proxy {
 	t.Helper()
 	p := &Proxy{target: target, opts: opts}
+	p.limit.Store(opts.DieAfter)
 	p.srv = httptest.NewUnstartedServer(http.HandlerFunc(p.serve))
 	if opts.TLS != nil {
 		p.srv.TLS = opts.TLS
@@ -83,6 +85,10 @@ func (p *Proxy) Requests() []Request {
 	defer p.mu.Unlock()
 	return append([]Request(nil), p.requests...)
 }
+
+// SetDieAfter makes the proxy go down, as with ProxyOptions.DieAfter, once
+// it has sent n more body bytes than so far.
+func (p *Proxy) SetDieAfter(n int64) { p.limit.Store(p.bytes.Load() + n) }
 
 // Stop cuts every connection, in the middle of a transfer or not, and
 // stops listening. Stopping twice does nothing.
@@ -143,8 +149,8 @@ func (p *Proxy) copyBody(w http.ResponseWriter, body io.Reader) {
 		n, err := body.Read(buf)
 		if n > 0 {
 			chunk := buf[:n]
-			if p.opts.DieAfter > 0 {
-				left := p.opts.DieAfter - p.bytes.Load()
+			if limit := p.limit.Load(); limit > 0 {
+				left := limit - p.bytes.Load()
 				if left <= 0 {
 					go p.Stop()
 					return
