@@ -185,20 +185,27 @@ func flagTo(table, key string) sociRule {
 	return boolean(func(m *migrator, from string, on bool) { m.assign(from, table, key, on, 0) })
 }
 
-// integer copies a non-zero integer key to table.key; soci-snapshotter
-// reads 0 as "its default".
+// nonZero reads a soci integer key for table.key; soci-snapshotter reads
+// 0 as "its default", so a 0 (or a value of another type) is skipped.
+func nonZero(m *migrator, from string, v any, table, key string) (int64, bool) {
+	n, ok := v.(int64)
+	if !ok {
+		m.skip(from, "expected an integer, got %s", describe(v))
+		return 0, false
+	}
+	if n == 0 {
+		m.skip(from, "0: soci-snapshotter's built-in default; ociseek's default %s.%s applies", table, key)
+		return 0, false
+	}
+	return n, true
+}
+
+// integer copies a non-zero integer key to table.key.
 func integer(table, key string, priority int) sociRule {
 	return func(m *migrator, from string, v any) {
-		n, ok := v.(int64)
-		if !ok {
-			m.skip(from, "expected an integer, got %s", describe(v))
-			return
+		if n, ok := nonZero(m, from, v, table, key); ok {
+			m.assign(from, table, key, n, priority)
 		}
-		if n == 0 {
-			m.skip(from, "0: soci-snapshotter's built-in default; ociseek's default %s.%s applies", table, key)
-			return
-		}
-		m.assign(from, table, key, n, priority)
 	}
 }
 
@@ -210,13 +217,8 @@ func seconds(table, key string, unit time.Duration, priority ...int) sociRule {
 		prio = priority[0]
 	}
 	return func(m *migrator, from string, v any) {
-		n, ok := v.(int64)
+		n, ok := nonZero(m, from, v, table, key)
 		if !ok {
-			m.skip(from, "expected an integer, got %s", describe(v))
-			return
-		}
-		if n == 0 {
-			m.skip(from, "0: soci-snapshotter's built-in default; ociseek's default %s.%s applies", table, key)
 			return
 		}
 		if n < 0 || n > int64(1<<62)/int64(unit) {
