@@ -86,7 +86,7 @@ func (c *Client) try(req *http.Request, name string, cands []*endpoint) (*http.R
 				c.noteDone(ctx, ep)
 				return nil, withEarlier(err, failed)
 			}
-			c.h.bench(ep)
+			c.h.bench(ctx, ep, err)
 			if last {
 				return nil, withEarlier(err, failed)
 			}
@@ -101,7 +101,7 @@ func (c *Client) try(req *http.Request, name string, cands []*endpoint) (*http.R
 			return resp, nil
 		}
 		if resp.StatusCode >= 500 {
-			c.h.bench(ep)
+			c.h.bench(ctx, ep, fmt.Errorf("HTTP %s", resp.Status))
 		}
 		failed = append(failed, fmt.Sprintf("%s: %s", ep.host, resp.Status))
 		log.G(ctx).WithField("host", ep.host).WithField("status", resp.StatusCode).Debug("registry host refused, trying the next")
@@ -162,8 +162,8 @@ func (b *cancelOnClose) Close() error {
 // making: a deadline or a limit of the caller's (a minimum rate, an
 // attempt timeout), not the caller giving up.
 func (c *Client) noteDone(ctx context.Context, ep *endpoint) {
-	if !errors.Is(context.Cause(ctx), context.Canceled) {
-		c.h.bench(ep)
+	if cause := context.Cause(ctx); !errors.Is(cause, context.Canceled) {
+		c.h.bench(ctx, ep, cause)
 	}
 }
 
@@ -199,7 +199,7 @@ func (b *watchedBody) Read(p []byte) (int, error) {
 		if b.ctx.Err() != nil {
 			b.c.noteDone(b.ctx, b.ep)
 		} else {
-			b.c.h.bench(b.ep)
+			b.c.h.bench(b.ctx, b.ep, err)
 		}
 	}
 	return n, err

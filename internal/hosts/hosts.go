@@ -64,6 +64,9 @@ import (
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/core/remotes/docker/config"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+
+	"github.com/ociseek/ociseek/internal/redact"
 )
 
 // DefaultDir is containerd's default config_path.
@@ -317,15 +320,22 @@ func closeIdle(eps []*endpoint) {
 	}
 }
 
-// bench records that ep failed as a host; it is skipped until the
-// cooldown ends. The last host is never skipped, so it is not recorded.
-func (h *Hosts) bench(ep *endpoint) {
+// bench records that ep failed as a host (why); it is skipped until the
+// cooldown ends, which is logged once as a warning. The last host is never
+// skipped, so it is not recorded.
+func (h *Hosts) bench(ctx context.Context, ep *endpoint, why error) {
 	if ep.server {
 		return
 	}
+	now := time.Now()
 	h.mu.Lock()
-	h.benched[ep.id] = time.Now().Add(h.opts.Cooldown)
+	until, was := h.benched[ep.id]
+	h.benched[ep.id] = now.Add(h.opts.Cooldown)
 	h.mu.Unlock()
+	if !was || now.After(until) {
+		log.G(ctx).WithError(redact.Error(why)).WithField("host", ep.id).
+			Warnf("registry host failed; the next hosts serve its requests for %s", h.opts.Cooldown)
+	}
 }
 
 // skipped says whether ep failed within its cooldown.
