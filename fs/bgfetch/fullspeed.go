@@ -16,10 +16,11 @@ const (
 	PolicyIdle Policy = "idle"
 	// PolicyFullSpeed completes each layer right after its mount, with
 	// Parallel range requests ahead of the verification pass, one layer
-	// after the other. Foreground reads keep priority: while one waits on
-	// the network (and YieldPeriod after), no step starts and background
-	// transfers pause between pieces; they never take a foreground fetch
-	// slot. Verification is the same continuous pass as with PolicyIdle.
+	// after the other. Foreground reads keep priority: while a foreground
+	// transfer runs (and YieldPeriod after), no step starts, background
+	// transfers in progress are broken off and none starts; they never
+	// take a foreground fetch slot. Verification is the same continuous
+	// pass as with PolicyIdle.
 	PolicyFullSpeed Policy = "full-speed"
 )
 
@@ -32,8 +33,8 @@ const maxYield = time.Second
 // fullSpeedLayer is implemented by layers that can fetch ahead of their
 // completion pass (fs/span's Manager does): parallel range requests in
 // flight, each started once wait returns and broken off when the channel
-// preempt returned at its start is closed; demand is called while a
-// foreground read waits on the network.
+// preempt returned at its start is closed; demand is called around each
+// foreground transfer.
 type fullSpeedLayer interface {
 	FullSpeed(parallel int, wait func(context.Context) error, preempt func() <-chan struct{}, demand func() func())
 }
@@ -51,10 +52,10 @@ func ParsePolicy(s string) (Policy, error) {
 
 func (s *Scheduler) fullSpeed() bool { return s.opts.Policy == PolicyFullSpeed }
 
-// busyLocked returns how many foreground reads hold background work back
-// now, and how long until the node counts as quiet again after the last
-// one (≤ 0: it does). With the idle policy every read counts; with
-// full-speed only reads waiting on the network. The caller holds s.mu.
+// busyLocked returns how many foreground reads (idle policy: every read;
+// full speed: foreground transfers) hold background work back now, and
+// how long until the node counts as quiet again after the last one (≤ 0:
+// it does). The caller holds s.mu.
 func (s *Scheduler) busyLocked(now time.Time) (active int, quiet time.Duration) {
 	if s.fullSpeed() {
 		return s.demand, s.lastDemand.Add(s.opts.YieldPeriod).Sub(now)
@@ -62,9 +63,10 @@ func (s *Scheduler) busyLocked(now time.Time) (active int, quiet time.Duration) 
 	return s.active, s.lastFg.Add(s.opts.QuietPeriod).Sub(now)
 }
 
-// Demand marks the start of a foreground read that waits on the network;
-// call the returned func when the wait ends. With the full-speed policy,
-// background transfers and steps hold back meanwhile.
+// Demand marks the start of a foreground transfer (a span a read waits
+// for, or one fetched ahead of a sequential reader); call the returned func
+// when it ends. With the full-speed policy, background transfers and steps
+// hold back meanwhile.
 func (s *Scheduler) Demand() (done func()) {
 	s.mu.Lock()
 	if s.demand == 0 {
@@ -92,8 +94,8 @@ func (s *Scheduler) Demand() (done func()) {
 	}
 }
 
-// yield blocks while foreground reads wait on the network and for
-// YieldPeriod after the last one, at most maxYield in all; it returns
+// yield blocks while foreground transfers run and for YieldPeriod after
+// the last one, at most maxYield in all; it returns
 // ctx's error if ctx ends first.
 func (s *Scheduler) yield(ctx context.Context) error {
 	deadline := time.Now().Add(maxYield)
@@ -124,8 +126,8 @@ func (s *Scheduler) yield(ctx context.Context) error {
 	}
 }
 
-// preempt returns a channel closed when a foreground read starts to wait
-// on the network: already closed while one does.
+// preempt returns a channel closed when a foreground transfer starts:
+// already closed while one runs.
 func (s *Scheduler) preempt() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()

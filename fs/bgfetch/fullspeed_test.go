@@ -87,8 +87,7 @@ func TestFullSpeedYieldsToDemand(t *testing.T) {
 }
 
 // TestFullSpeedPreempt: the channel a transfer watches is closed when a
-// foreground read starts to wait on the network, and already closed while
-// one does; a new one is handed out after.
+// foreground transfer starts, and already closed while one runs; a new one is handed out after.
 func TestFullSpeedPreempt(t *testing.T) {
 	s := newScheduler(t, Options{Policy: PolicyFullSpeed})
 	before := s.preempt()

@@ -25,8 +25,8 @@
 // Those are the rules of the idle policy (PolicyIdle). With
 // PolicyFullSpeed (fullspeed.go) a layer is completed right after its
 // mount, layers one after the other, with parallel range requests ahead of
-// each step, and only foreground reads that wait on the network hold it
-// back (for YieldPeriod after the last one, rather than QuietPeriod).
+// each step, and only foreground transfers hold it back (for YieldPeriod
+// after the last one, rather than QuietPeriod).
 //
 // One worker goroutine runs the steps, so background work never takes more
 // than one core of a small node. Close cancels it and waits.
@@ -79,8 +79,8 @@ type Options struct {
 	// Parallel is how many range requests a full-speed completion keeps
 	// in flight (default 4).
 	Parallel int
-	// YieldPeriod is how long after the last foreground read that waited
-	// on the network full-speed completion resumes (default 50ms).
+	// YieldPeriod is how long after the last foreground transfer
+	// full-speed completion resumes (default 50ms).
 	YieldPeriod time.Duration
 }
 
@@ -127,7 +127,7 @@ type Scheduler struct {
 	// notBefore is when the next step may start while foreground reads
 	// hold the node busy: the last step's end plus its length.
 	notBefore time.Time
-	// Full-speed policy: foreground reads waiting on the network, when
+	// Full-speed policy: foreground transfers in progress, when
 	// the last one ended, a channel closed when none is left and one
 	// closed when the next starts.
 	demand      int

@@ -227,9 +227,7 @@ func (m *Manager) readSpan(ctx context.Context, id ztoc.SpanID, dst []byte, off 
 			m.metrics.CacheMisses.Inc()
 			continue // fetched again, once
 		}
-		waited := m.noteDemand()
 		buf, err := m.waitFlight(ctx, f, need, m.opts.Verify == VerifyDeferred)
-		waited()
 		if err != nil {
 			return err
 		}
@@ -295,9 +293,16 @@ func (m *Manager) dropFlightBufLocked(f *flight) {
 func (m *Manager) runFlight(ctx context.Context, id ztoc.SpanID, f *flight) {
 	defer m.wg.Done()
 	defer f.cancel()
+	// A foreground transfer (a read's, or fetch-ahead for one) holds a
+	// full-speed completion back from its start to its end (fullspeed.go).
+	transferred := func() {}
+	if f.reason != ReasonBackground {
+		transferred = m.noteDemand()
+	}
 	err := m.acquire(ctx)
 	if err == nil {
 		err = m.streamSpan(ctx, f)
+		transferred()
 		f.mu.Lock()
 		comp := f.comp // the hasher and inflater are done with it
 		f.comp = nil
@@ -311,6 +316,7 @@ func (m *Manager) runFlight(ctx context.Context, id ztoc.SpanID, f *flight) {
 		}
 		<-m.sem
 	}
+	transferred() // if acquire failed
 	// From here on the flight only writes the cache: it no longer holds
 	// back fetch-ahead (startFlights).
 	m.mu.Lock()

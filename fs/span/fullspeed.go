@@ -57,8 +57,9 @@ type remover interface {
 // preempt returned at its start is closed, to resume from where it was
 // after the next wait: bytes still on their way when a foreground read
 // starts would otherwise take the link from it. demand, when not nil, is
-// called whenever a foreground read waits on the network, and the func it
-// returns when the wait ends. fs/bgfetch's scheduler gives all three: wait
+// called when a foreground transfer starts (a span a read needs, or one
+// fetched ahead of a sequential reader), and the func it returns when the
+// transfer ends. fs/bgfetch's scheduler gives all three: wait
 // blocks while demand is in progress, and preempt's channel is closed when
 // a demand starts. Nil funcs never hold anything back. Call it before the
 // first completion step.
@@ -75,11 +76,11 @@ func (m *Manager) FullSpeed(parallel int, wait func(context.Context) error, pree
 	m.full.Store(&fullSpeed{parallel: parallel, chunk: passChunk, wait: wait, preempt: preempt, demand: demand})
 }
 
-// noteDemand tells the scheduler that a foreground read waits on the
-// network; the caller calls the returned func when it stops waiting.
+// noteDemand tells the scheduler that a foreground transfer started; the
+// caller calls the returned func, once or more, when it ends.
 func (m *Manager) noteDemand() (done func()) {
 	if fs := m.full.Load(); fs != nil && fs.demand != nil {
-		return fs.demand()
+		return sync.OnceFunc(fs.demand())
 	}
 	return func() {}
 }
