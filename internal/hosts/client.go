@@ -249,27 +249,29 @@ func withCapability(eps []*endpoint, need docker.HostCapabilities) []*endpoint {
 
 // capabilityFor is the capability a request needs, and a phrase for
 // errors; 0 for requests only the registry itself answers (the API root,
-// the catalog).
+// the catalog). The kind of call is read from the end of the path, since
+// a repository name may contain "blobs" or "manifests" itself.
 func capabilityFor(method, path string) (docker.HostCapabilities, string) {
 	if method != http.MethodGet && method != http.MethodHead {
 		return docker.HostCapabilityPush, "push"
 	}
-	rest := strings.TrimPrefix(path, "/v2")
+	segs := strings.Split(strings.TrimPrefix(path, "/v2/"), "/")
+	n := len(segs)
+	at := func(i int, s string) bool { return n+i >= 1 && segs[n+i] == s }
 	switch {
-	case strings.Contains(rest, "/blobs/uploads/"):
+	case at(-2, "blobs") && at(-1, "uploads"), at(-3, "blobs") && at(-2, "uploads"):
 		return docker.HostCapabilityPush, "push"
-	case strings.Contains(rest, "/blobs/"):
+	case at(-2, "tags") && at(-1, "list"):
+		return docker.HostCapabilityResolve, "list tags"
+	case at(-2, "blobs"):
 		return docker.HostCapabilityPull, "pull"
-	case strings.Contains(rest, "/manifests/"):
-		ref := rest[strings.LastIndex(rest, "/manifests/")+len("/manifests/"):]
-		if strings.Contains(ref, ":") {
+	case at(-2, "manifests"):
+		if strings.Contains(segs[n-1], ":") {
 			return docker.HostCapabilityPull, "pull"
 		}
 		return docker.HostCapabilityPull | docker.HostCapabilityResolve, "resolve a tag"
-	case strings.Contains(rest, "/referrers/"):
+	case at(-2, "referrers"):
 		return docker.HostCapabilityReferrers, "list referrers"
-	case strings.HasSuffix(rest, "/tags/list"):
-		return docker.HostCapabilityResolve, "list tags"
 	}
 	return 0, ""
 }
