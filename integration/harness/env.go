@@ -21,7 +21,8 @@ type EnvOptions struct {
 	// SandboxImage is the CRI pod sandbox image (see ContainerdOptions).
 	SandboxImage string
 	// CRIKeychain turns on the daemon's [cri_keychain]: it serves the CRI
-	// image service on Env.ImageService and forwards to this containerd.
+	// image service on its own socket (Env.ImageService) and forwards to
+	// this containerd.
 	CRIKeychain bool
 }
 
@@ -70,12 +71,16 @@ func NewEnvIn(s Scope, tools Tools, opts EnvOptions) (*Env, error) {
 	e := &Env{Dir: dir, Tools: tools}
 	if opts.CRIKeychain {
 		// containerd's socket, as StartContainerdIn names it under dir/c.
-		e.ImageService = filepath.Join(dir, "cri.sock")
-		opts.Daemon.Extra += fmt.Sprintf("\n[cri_keychain]\nenable = true\nimage_service_path = %q\nlisten_path = %q\n",
-			filepath.Join(dir, "c", "containerd.sock"), e.ImageService)
+		// No listen_path: the image service is on the daemon's own socket,
+		// as a node configured with the defaults has it.
+		opts.Daemon.Extra += fmt.Sprintf("\n[cri_keychain]\nenable = true\nimage_service_path = %q\n",
+			filepath.Join(dir, "c", "containerd.sock"))
 	}
 	if e.Daemon, err = StartDaemonIn(s, tools, filepath.Join(dir, "d"), opts.Daemon); err != nil {
 		return nil, err
+	}
+	if opts.CRIKeychain {
+		e.ImageService = e.Daemon.Address
 	}
 	e.Containerd, err = StartContainerdIn(s, tools, filepath.Join(dir, "c"), ContainerdOptions{
 		SociSocket:   e.Daemon.Address,
