@@ -4,8 +4,11 @@ import (
 	"context"
 	"flag"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/ociseek/ociseek/internal/hosts/hoststest"
 	"github.com/ociseek/ociseek/internal/regtest"
@@ -15,7 +18,8 @@ import (
 // mirror of the image's registry, "ociseek create" reads the image from
 // the mirror and pushes the index to the registry (the only push host);
 // "ociseek index ls" then finds that index, which the mirror lacks, at the
-// registry; "ociseek pull"'s resolver asks the mirror.
+// registry; "ociseek mount" reads the layer from the mirror; "ociseek
+// pull"'s resolver asks the mirror.
 func TestRegistryVerbsThroughMirror(t *testing.T) {
 	up := regtest.Start(t, regtest.KindDistribution)
 	mirror := regtest.Start(t, regtest.KindDistribution)
@@ -57,6 +61,27 @@ func TestRegistryVerbsThroughMirror(t *testing.T) {
 	out, _, err = runRegistryCLI(t, "index", "ls", "--hosts-dir", dir, ref)
 	if err != nil || !strings.Contains(out, idx) {
 		t.Fatalf("index ls: %q, %v; want index %s", out, err, idx)
+	}
+
+	// ociseek mount: the index and zTOC come from the registry (the mirror
+	// lacks them), the layer's bytes from the mirror.
+	layer := digest.FromBytes(layers[1]).String()
+	mp := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	done, _ := runMountVerb(ctx, "--hosts-dir", dir, ref, layer, mp)
+	mirBefore := mirP.Bytes()
+	readThroughMount(t, done, filepath.Join(mp, "f3"), strings.Repeat("seed 2 file 3\n", 4000))
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("mount verb: %v", err)
+	}
+	for _, req := range upP.Requests() {
+		if strings.HasSuffix(req.Path, "/blobs/"+layer) {
+			t.Errorf("mount read the layer from the registry: %s %s", req.Method, req.Path)
+		}
+	}
+	if mirP.Bytes() == mirBefore {
+		t.Error("mount read nothing from the mirror")
 	}
 
 	fs := flag.NewFlagSet("pull", flag.ContinueOnError)
