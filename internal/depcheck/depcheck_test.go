@@ -22,7 +22,7 @@ var allowed = map[string][]string{
 	"cmd/ociseek-snapshotter": {"..."},
 	"cmd/ociseek":             {"cmd/internal/lazyfs", "fs", "index", "index/discover", "index/build", "internal/hosts", "internal/label", "snapshot", "ztoc"},
 	"cmd/internal/lazyfs":     {"fs", "fs/...", "index", "index/discover", "ztoc"},
-	"integration/...":         {"integration/...", "ztoc/ztoctest", "internal/...", "index", "ztoc"},
+	"integration/...":         {"integration/...", "ztoc/ztoctest", "internal/...", "index", "snapshot", "ztoc"},
 	"internal/...":            {"..."},
 	"snapshot":                {"index", "internal/label"},
 	"snapshot/unpack":         {},
