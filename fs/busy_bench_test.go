@@ -1,18 +1,14 @@
 package fs
 
 import (
-	"archive/tar"
 	"context"
 	"fmt"
-	"os"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ociseek/ociseek/fs/bgfetch"
 	"github.com/ociseek/ociseek/internal/regtest"
-	"github.com/ociseek/ociseek/ztoc/ztoctest"
 )
 
 // BenchmarkVerifiedWhileBusy measures how long after its mount a large
@@ -23,19 +19,10 @@ import (
 // of gzip ($OCISEEK_BENCH_BUSY_MB to change it); the target is verified
 // within 60 s of the mount on loopback.
 func BenchmarkVerifiedWhileBusy(b *testing.B) {
-	mb := 360
-	if v, err := strconv.Atoi(os.Getenv("OCISEEK_BENCH_BUSY_MB")); err == nil && v > 0 {
-		mb = v
-	}
 	const fileSize = 4 << 20
-	n := mb * 2 << 20 / fileSize // Content compresses about 2:1
-	entries := make([]ztoctest.File, n)
-	for i := range entries {
-		entries[i] = ztoctest.File{Name: fmt.Sprintf("data/f%04d", i), Type: tar.TypeReg, Mode: 0o644,
-			Body: ztoctest.Content(uint64(i), fileSize)}
-	}
-	img := pushEntries(b, regtest.Start(b, regtest.KindDistribution), "bench/busy", entries, 4<<20)
-	entries = nil
+	n := envInt("OCISEEK_BENCH_BUSY_MB", 360) * 2 << 20 / fileSize // Content compresses about 2:1
+	img := pushEntries(b, regtest.Start(b, regtest.KindDistribution), "bench/busy", bigFileEntries(n, fileSize), 4<<20)
+	img.entries = nil
 	ctx := context.Background()
 
 	var busy, idle time.Duration

@@ -40,10 +40,7 @@ import (
 // ($OCISEEK_BENCH_COMPLETE_MB to change it), 4 MiB spans. Target: full
 // speed ≤ 1.1× the full pull on the shaped link.
 func BenchmarkCompletion(b *testing.B) {
-	mb := 96
-	if v, err := strconv.Atoi(os.Getenv("OCISEEK_BENCH_COMPLETE_MB")); err == nil && v > 0 {
-		mb = v
-	}
+	mb := envInt("OCISEEK_BENCH_COMPLETE_MB", 96)
 	reg := regtest.Start(b, regtest.KindDistribution)
 	img := pushEntries(b, reg, "bench/complete", bigFileEntries(mb*2<<20/(4<<20), 4<<20), 4<<20)
 	img.entries = nil
@@ -183,6 +180,15 @@ func percentile(ds []time.Duration, p int) time.Duration {
 	slices.Sort(s)
 	i := max((p*len(s)+99)/100-1, 0)
 	return s[min(i, len(s)-1)]
+}
+
+// envInt returns the positive integer in environment variable name, or
+// def.
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
