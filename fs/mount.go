@@ -12,7 +12,6 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ociseek/ociseek/fs/layer"
@@ -29,7 +28,7 @@ type mounted struct {
 	mgr        *span.Manager
 	files      *localFiles  // nil when passthrough is off
 	blob       *remote.Live // the read path: fs/span reads it directly
-	server     *fuse.Server
+	server     *layer.Session
 	entries    int
 	dev        uint64 // st_dev of the mount's root, to notice it vanishing
 	mountedAt  time.Time

@@ -57,7 +57,7 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if child == nil {
 		return nil, syscall.ENOENT
 	}
-	if g, ok := child.Operations().(gated); ok {
+	if g, ok := child.Operations().(gated); ok && !n.registering.Load() {
 		an := g.attrs()
 		if errno := an.gate.open(ctx, an); errno != fusefs.OK {
 			return nil, errno

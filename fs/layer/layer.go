@@ -50,6 +50,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"sync/atomic"
 
 	"github.com/containerd/log"
 
@@ -123,6 +124,8 @@ type Root struct {
 	tree   *tree
 	reader Reader
 	opts   Options
+	// registering: see dirNode.registering.
+	registering atomic.Bool
 }
 
 // New validates toc and builds the layer's tree. r serves file bytes; it is

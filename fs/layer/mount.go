@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -44,12 +45,57 @@ type MountOptions struct {
 }
 
 // Mount serves root at mountpoint, read-only, and returns once the kernel
-// has the mount. The caller owns the returned server: server.Unmount ends
-// it. By default the mount allows other users (containers run as any uid)
-// and has the kernel check permissions against the TOC's modes; setuid bits
-// and device nodes are honoured, as they would be for the layer extracted
-// on disk (opts.NoSetuid and opts.OwnerOnly turn both off).
-func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, error) {
+// has the mount. The caller owns the returned Session: Unmount ends it. By
+// default the mount allows other users (containers run as any uid) and has
+// the kernel check permissions against the TOC's modes; setuid bits and
+// device nodes are honoured, as they would be for the layer extracted on
+// disk (opts.NoSetuid and opts.OwnerOnly turn both off).
+//
+// This process opens /dev/fuse and mounts it itself (mount(2) with fd=N),
+// and go-fuse serves the fd through its "/dev/fd/N" form: so the Session can
+// hand a second fd of the same connection (Device) to whatever keeps the
+// mount alive across a restart of this process (see Adopt).
+func Mount(mountpoint string, root *Root, opts MountOptions) (*Session, error) {
+	fo, flags := fuseOptions(root, opts)
+	var st unix.Stat_t
+	if err := unix.Stat(mountpoint, &st); err != nil {
+		return nil, fmt.Errorf("mount layer at %s: %w", mountpoint, &os.PathError{Op: "stat", Path: mountpoint, Err: err})
+	}
+	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("mount layer at %s: open /dev/fuse: %w", mountpoint, err)
+	}
+	keep, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("mount layer at %s: dup /dev/fuse fd: %w", mountpoint, err)
+	}
+	dev := os.NewFile(uintptr(keep), "/dev/fuse")
+	data := mountData(fd, st.Mode&unix.S_IFMT, &fo.MountOptions)
+	if err := unix.Mount(fo.MountOptions.FsName, mountpoint, "fuse."+fo.MountOptions.Name, flags, data); err != nil {
+		unix.Close(fd)
+		dev.Close()
+		return nil, fmt.Errorf("mount layer at %s: mount(2) %s: %w", mountpoint, data, err)
+	}
+	// go-fuse owns fd from here on, and reads the kernel's INIT from it.
+	hfs := newHandleFS(fusefs.NewNodeFS(root, fo), firstEpoch)
+	server, err := fuse.NewServer(hfs, fmt.Sprintf("/dev/fd/%d", fd), &fo.MountOptions)
+	if err != nil {
+		_ = unix.Unmount(mountpoint, unix.MNT_DETACH)
+		dev.Close()
+		return nil, fmt.Errorf("mount layer at %s: %w", mountpoint, err)
+	}
+	s := &Session{server: server, mountpoint: mountpoint, dev: dev,
+		handoff: Handoff{Init: initOf(server.KernelSettings()), Epoch: firstEpoch}}
+	go server.Serve()
+	setReadAheadOrWarn(mountpoint, fo.MountOptions.MaxWrite)
+	return s, nil
+}
+
+// fuseOptions returns the go-fuse options of a layer mount and the
+// mount(2) flags. Mount and Adopt share them: an adopted connection must
+// be served as it was negotiated.
+func fuseOptions(root *Root, opts MountOptions) (*fusefs.Options, uintptr) {
 	timeout := opts.CacheTimeout
 	if timeout <= 0 {
 		timeout = DefaultCacheTimeout
@@ -62,23 +108,26 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 	if opts.NoSetuid {
 		flags, suidOptions = flags|syscall.MS_NOSUID|syscall.MS_NODEV, []string{"nosuid", "nodev"}
 	}
-	fo := &fusefs.Options{
+	return &fusefs.Options{
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &timeout,
 		// A mode of 0000 in the tar means 0000, not go-fuse's 0644 default.
 		NullPermissions: true,
+		// Node IDs are the model's inode numbers (root 1, then in walk
+		// order), the same in every process that builds the tree from
+		// the same TOC: a successor serves the IDs the kernel holds.
+		ExternalNodeID: true,
 		MountOptions: fuse.MountOptions{
 			FsName:     "ociseek",
 			Name:       "ociseek",
 			AllowOther: !opts.OwnerOnly,
-			// "ro" for fusermount; the direct mount gets MS_RDONLY below.
-			Options:          append([]string{"ro", "default_permissions"}, suidOptions...),
-			DirectMount:      true,
-			DirectMountFlags: flags,
-			MaxWrite:         maxRead,
-			MaxReadAhead:     maxRead,
-			MaxBackground:    64,
+			Options:    append([]string{"ro", "default_permissions"}, suidOptions...),
+			MaxWrite:   maxRead,
+			// Kept below the kernel's limit (go-fuse clamps MaxWrite to
+			// it too), so the mount's max_read is what go-fuse uses.
+			MaxReadAhead:  maxRead,
+			MaxBackground: 64,
 			// Reads are answered from memory (the Reader), and local
 			// files go through passthrough; go-fuse's splice path would
 			// only grow a pipe per read and, for 1 MiB reads, fail (the
@@ -91,23 +140,40 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*fuse.Server, erro
 			EnableSymlinkCaching:     true,
 			Debug:                    opts.Debug,
 		},
+	}, flags
+}
+
+// mountData is the fuse mount(2) data string, as go-fuse's direct mount
+// writes it: the kernel understands only these keys (fs/fuse/inode.c) and
+// the generic "ro"; suid and dev travel as flags.
+func mountData(fd int, rootMode uint32, mo *fuse.MountOptions) string {
+	r := []string{
+		fmt.Sprintf("fd=%d", fd),
+		fmt.Sprintf("rootmode=%o", rootMode),
+		fmt.Sprintf("user_id=%d", os.Geteuid()),
+		fmt.Sprintf("group_id=%d", os.Getegid()),
+		fmt.Sprintf("max_read=%d", mo.MaxWrite),
 	}
-	server, err := fuse.NewServer(fusefs.NewNodeFS(root, fo), mountpoint, &fo.MountOptions)
-	if err != nil {
-		return nil, fmt.Errorf("mount layer at %s: %w", mountpoint, err)
+	for _, o := range mo.Options {
+		switch o {
+		case "suid", "nosuid", "dev", "nodev":
+		default:
+			r = append(r, o)
+		}
 	}
-	go server.Serve()
-	if err := server.WaitMount(); err != nil {
-		// Unmount also ends the Serve loop started above.
-		_ = server.Unmount()
-		return nil, fmt.Errorf("wait for layer mount at %s: %w", mountpoint, err)
+	if mo.AllowOther {
+		r = append(r, "allow_other")
 	}
-	if err := setReadAhead(mountpoint, maxRead); err != nil {
-		// The mount works without it; sequential reads just arrive in
-		// 128 KiB requests instead of MaxRead-sized ones.
+	return strings.Join(r, ",")
+}
+
+// setReadAheadOrWarn raises the mount's readahead window, logging when it
+// cannot: the mount works without it, sequential reads just arrive in
+// 128 KiB requests instead of MaxRead-sized ones.
+func setReadAheadOrWarn(mountpoint string, bytes int) {
+	if err := setReadAhead(mountpoint, bytes); err != nil {
 		log.L.WithError(err).WithField("mountpoint", mountpoint).Warn("set layer mount readahead")
 	}
-	return server, nil
 }
 
 // setReadAhead raises the kernel's readahead window for the mount. FUSE

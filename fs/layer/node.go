@@ -2,6 +2,7 @@ package layer
 
 import (
 	"context"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/containerd/log"
@@ -118,6 +119,9 @@ type dirNode struct {
 	// entries is the listing, sorted by name, built with the children and
 	// read-only afterwards (shared by every open handle).
 	entries []fuse.DirEntry
+	// registering is the Root's: set while an adopted tree makes its
+	// nodes known to go-fuse (Root.registerAll), before serving.
+	registering *atomic.Bool
 }
 
 var (

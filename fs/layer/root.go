@@ -19,6 +19,7 @@ func (r *Root) OnAdd(ctx context.Context) {
 		r.dirNode.gate.v, _ = r.reader.(Verifier)
 	}
 	r.dirNode.log = r.opts.Logger
+	r.dirNode.registering = &r.registering
 	made := make(map[*meta]*fusefs.Inode)
 	r.addChildren(ctx, &r.dirNode, r.tree.root, made)
 }
@@ -49,7 +50,7 @@ func (r *Root) addChildren(ctx context.Context, dn *dirNode, dir *meta, made map
 func (r *Root) nodeOps(m *meta) fusefs.InodeEmbedder {
 	switch m.mode & syscall.S_IFMT {
 	case syscall.S_IFDIR:
-		return &dirNode{attrNode: r.attrNode(m)}
+		return &dirNode{attrNode: r.attrNode(m), registering: &r.registering}
 	case syscall.S_IFREG:
 		return &fileNode{attrNode: r.attrNode(m), r: r.reader}
 	case syscall.S_IFLNK:
@@ -67,4 +68,27 @@ func (r *Root) attrNode(m *meta) attrNode {
 		v = nil
 	}
 	return attrNode{m: m, userXattr: r.opts.UserXattr, gate: metaGate{v: v}, log: r.opts.Logger}
+}
+
+// registerAll looks every name of the tree up through fs, parents first,
+// so that go-fuse knows every node ID before an adopted connection's first
+// request: the kernel may name any node it learnt from the earlier process
+// (go-fuse answers an unknown ID with EIO). It skips the metadata gate: the
+// answers go nowhere, and the gate still guards what the kernel is told
+// afterwards (a node it already knows was verified by the earlier process).
+func (r *Root) registerAll(fs fuse.RawFileSystem) {
+	r.registering.Store(true)
+	defer r.registering.Store(false)
+	var visit func(dir *meta)
+	visit = func(dir *meta) {
+		hdr := fuse.InHeader{NodeId: dir.ino}
+		for _, name := range sortedNames(dir) {
+			var out fuse.EntryOut
+			fs.Lookup(nil, &hdr, name, &out)
+			if m := dir.children[name]; m.isDir() {
+				visit(m)
+			}
+		}
+	}
+	visit(r.tree.root)
 }
