@@ -92,7 +92,7 @@ type BackgroundFetch struct {
 	RetryDelay        Duration `toml:"retry_delay" comment:"Wait before retrying a layer whose background fetch failed (registry unreachable)."`
 	MaxDeferral       Duration `toml:"max_deferral" comment:"Longest a mounted layer's completion and verification waits for the node to be quiet; after that it proceeds at up to half duty while reads go on, so every layer is verified even on a busy node."`
 	StepTimeout       Duration `toml:"step_timeout" comment:"Bound on one background step (one chunk of a layer fetched and verified); a step that takes longer is retried after retry_delay."`
-	Policy            string   `toml:"policy" comment:"When mounted layers are completed. full-speed: right after the mount, one layer after the other, with parallel range requests at the link's full bandwidth; foreground reads that wait on the network hold it back, and silence_period does not apply. idle: once no file has been read for silence_period, one chunk at a time. Both verify every byte the same way."`
+	Policy            string   `toml:"policy" comment:"When mounted layers are completed. full-speed: right after the mount (once a second passed without a mount or a read's transfer, so that a container's start-up reads come first), one layer after the other, with parallel range requests at the link's full bandwidth; a read's transfer breaks background transfers off, and silence_period does not apply. idle: once no file has been read for silence_period, one chunk at a time. Both verify every byte the same way."`
 	Parallel          int      `toml:"parallel" comment:"Range requests a full-speed completion keeps in flight."`
 }
 

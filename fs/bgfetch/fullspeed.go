@@ -14,9 +14,10 @@ const (
 	// read for QuietPeriod, one step at a time (MaxDeferral bounds the
 	// wait on a busy node).
 	PolicyIdle Policy = "idle"
-	// PolicyFullSpeed completes each layer right after its mount, with
-	// Parallel range requests ahead of the verification pass, one layer
-	// after the other. Foreground reads keep priority: while a foreground
+	// PolicyFullSpeed completes each layer right after its mount (once
+	// the node had StartQuiet without a mount or a foreground transfer),
+	// with Parallel range requests ahead of the verification pass, one
+	// layer after the other. Foreground reads keep priority: while a foreground
 	// transfer runs (and YieldPeriod after), no step starts, background
 	// transfers in progress are broken off and none starts; they never
 	// take a foreground fetch slot. Verification is the same continuous
@@ -61,6 +62,20 @@ func (s *Scheduler) busyLocked(now time.Time) (active int, quiet time.Duration) 
 		return s.demand, s.lastDemand.Add(s.opts.YieldPeriod).Sub(now)
 	}
 	return s.active, s.lastFg.Add(s.opts.QuietPeriod).Sub(now)
+}
+
+// startWaitLocked returns how long e must still wait before its first
+// full-speed step (≤ 0: none): StartQuiet after the last mount and the
+// last foreground transfer. The caller holds s.mu.
+func (s *Scheduler) startWaitLocked(e *entry, now time.Time) time.Duration {
+	if !s.fullSpeed() || e.started {
+		return 0
+	}
+	last := s.lastAdd
+	if s.lastDemand.After(last) {
+		last = s.lastDemand
+	}
+	return last.Add(s.opts.StartQuiet).Sub(now)
 }
 
 // Demand marks the start of a foreground transfer (a span a read waits

@@ -159,3 +159,27 @@ func TestParsePolicy(t *testing.T) {
 		t.Error(`ParsePolicy("fast") succeeded`)
 	}
 }
+
+// TestFullSpeedStartQuiet: a layer's first step waits StartQuiet after its
+// mount, and a foreground transfer meanwhile pushes it back by as much; a
+// layer that started waits only YieldPeriod after a transfer.
+func TestFullSpeedStartQuiet(t *testing.T) {
+	const quiet = time.Second
+	s := newScheduler(t, Options{Policy: PolicyFullSpeed, StartQuiet: quiet, MaxDeferral: time.Hour})
+	l := &fullLayer{stepLayer: stepLayer{steps: 100000, size: 1}}
+	s.Add("a", l)
+	time.Sleep(quiet / 2)
+	s.Demand()() // a transfer of the container's start
+	read := time.Now()
+	waitFor(t, 10*time.Second, "first step", func() bool { return l.taken.Load() > 0 })
+	if since := time.Since(read); since < quiet {
+		t.Fatalf("first step %v after the last foreground transfer, want StartQuiet (%v)", since, quiet)
+	}
+	s.Demand()()
+	read = time.Now()
+	before := l.taken.Load()
+	waitFor(t, 10*time.Second, "steps after a transfer", func() bool { return l.taken.Load() > before })
+	if since := time.Since(read); since >= quiet {
+		t.Errorf("a started layer waited %v after a transfer, want the yield period only", since)
+	}
+}

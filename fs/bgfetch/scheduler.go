@@ -82,6 +82,11 @@ type Options struct {
 	// YieldPeriod is how long after the last foreground transfer
 	// full-speed completion resumes (default 50ms).
 	YieldPeriod time.Duration
+	// StartQuiet is how long full-speed completion of a layer waits,
+	// before its first step, after the last mount and the last
+	// foreground transfer (default 1s): the reads that start a container
+	// come first, and no background byte goes before them.
+	StartQuiet time.Duration
 }
 
 // Status is what the scheduler knows about one layer.
@@ -104,6 +109,7 @@ type entry struct {
 	err     error
 	retryAt time.Time
 	addedAt time.Time
+	started bool // took a step (full speed: StartQuiet is over for it)
 }
 
 // Scheduler completes layers in the background. It is safe for concurrent
@@ -134,6 +140,7 @@ type Scheduler struct {
 	lastDemand  time.Time
 	demandIdle  chan struct{}
 	demandStart chan struct{}
+	lastAdd     time.Time // when the last layer was added
 }
 
 // New starts a scheduler; Close stops it.
@@ -158,6 +165,9 @@ func New(opts Options) *Scheduler {
 	}
 	if opts.YieldPeriod <= 0 {
 		opts.YieldPeriod = 50 * time.Millisecond
+	}
+	if opts.StartQuiet <= 0 {
+		opts.StartQuiet = time.Second
 	}
 	s := &Scheduler{opts: opts, layers: map[string]*entry{}, wake: make(chan struct{}, 1),
 		limiter: rate.NewLimiter(rate.Inf, 0), demandIdle: closedChan(), demandStart: make(chan struct{})}
@@ -185,7 +195,9 @@ func (s *Scheduler) Add(id string, layer Layer) {
 		}
 	}
 	s.mu.Lock()
-	if !s.fullSpeed() {
+	if s.fullSpeed() {
+		s.lastAdd = time.Now()
+	} else {
 		s.lastFg = time.Now()
 	}
 	if _, ok := s.layers[id]; !ok {
@@ -339,7 +351,9 @@ func (s *Scheduler) pick() (*entry, time.Duration) {
 		s.next = 0 // one layer after the other, each at full speed
 	}
 	if active == 0 && quiet <= 0 {
-		return s.nextRunnable(0, func(e *entry) time.Duration { return e.retryAt.Sub(now) })
+		return s.started(s.nextRunnable(0, func(e *entry) time.Duration {
+			return max(e.retryAt.Sub(now), s.startWaitLocked(e, now))
+		}))
 	}
 	// Foreground reads hold the node busy (quiet > 0 is how long until it
 	// counts as quiet again; 0 with reads in progress): only layers held
@@ -347,9 +361,17 @@ func (s *Scheduler) pick() (*entry, time.Duration) {
 	if wait := s.notBefore.Sub(now); wait > 0 {
 		return nil, soonestOf(quiet, wait)
 	}
-	return s.nextRunnable(quiet, func(e *entry) time.Duration {
+	return s.started(s.nextRunnable(quiet, func(e *entry) time.Duration {
 		return max(e.addedAt.Add(s.opts.MaxDeferral).Sub(now), e.retryAt.Sub(now))
-	})
+	}))
+}
+
+// started marks the entry pick returns as started; the caller holds s.mu.
+func (s *Scheduler) started(e *entry, wait time.Duration) (*entry, time.Duration) {
+	if e != nil {
+		e.started = true
+	}
+	return e, wait
 }
 
 // nextRunnable walks the layers round robin from s.next and returns the
