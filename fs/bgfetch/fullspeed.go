@@ -25,10 +25,9 @@ const (
 	PolicyFullSpeed Policy = "full-speed"
 )
 
-// maxYield bounds one wait of a background transfer for foreground reads
-// to end: on a node whose reads never stop, completion still creeps on
-// (a piece per transfer per maxYield) instead of timing out and starting
-// over.
+// maxYield bounds one wait of a background transfer for foreground ones
+// to end, after which the transfer looks again (and, a layer past
+// MaxDeferral, goes on).
 const maxYield = time.Second
 
 // fullSpeedLayer is implemented by layers that can fetch ahead of their
@@ -62,6 +61,28 @@ func (s *Scheduler) busyLocked(now time.Time) (active int, quiet time.Duration) 
 		return s.demand, s.lastDemand.Add(s.opts.YieldPeriod).Sub(now)
 	}
 	return s.active, s.lastFg.Add(s.opts.QuietPeriod).Sub(now)
+}
+
+// handOver gives a layer added at addedAt what it needs to fetch ahead at
+// full speed. Once it has waited MaxDeferral its transfers no longer yield
+// to foreground ones (a node whose reads never stop must still complete
+// it): the half duty of its steps (pick) then bounds them, since a layer
+// fetches at most Parallel segments ahead of its steps.
+func (s *Scheduler) handOver(fl fullSpeedLayer, addedAt time.Time) {
+	overdue := func() bool { return time.Since(addedAt) > s.opts.MaxDeferral }
+	wait := func(ctx context.Context) error {
+		if overdue() {
+			return nil
+		}
+		return s.yield(ctx)
+	}
+	preempt := func() <-chan struct{} {
+		if overdue() {
+			return nil
+		}
+		return s.preempt()
+	}
+	fl.FullSpeed(s.opts.Parallel, wait, preempt, s.Demand)
 }
 
 // startWaitLocked returns how long e must still wait before its first

@@ -183,3 +183,25 @@ func TestFullSpeedStartQuiet(t *testing.T) {
 		t.Errorf("a started layer waited %v after a transfer, want the yield period only", since)
 	}
 }
+
+// TestFullSpeedNeverStarved: while foreground transfers never stop, a
+// layer past MaxDeferral still completes: its transfers no longer wait or
+// break off, and its steps run at half duty.
+func TestFullSpeedNeverStarved(t *testing.T) {
+	s := newScheduler(t, Options{Policy: PolicyFullSpeed, MaxDeferral: 100 * time.Millisecond, StartQuiet: time.Millisecond})
+	read := s.Demand()
+	defer read()
+	l := &fullLayer{stepLayer: stepLayer{steps: 5, size: 1}}
+	s.Add("a", l)
+	if l.preempt() == nil {
+		t.Fatal("a fresh layer's transfers would not yield to a foreground one")
+	}
+	waitFor(t, 10*time.Second, "layer done", func() bool { st, _ := s.Status("a"); return st.Done })
+	if l.preempt() != nil {
+		t.Error("an overdue layer's transfers are still broken off")
+	}
+	start := time.Now()
+	if err := l.wait(context.Background()); err != nil || time.Since(start) > 500*time.Millisecond {
+		t.Errorf("an overdue layer's transfer waited %v (%v)", time.Since(start), err)
+	}
+}

@@ -191,7 +191,7 @@ func New(opts Options) *Scheduler {
 func (s *Scheduler) Add(id string, layer Layer) {
 	if s.fullSpeed() {
 		if fl, ok := layer.(fullSpeedLayer); ok {
-			fl.FullSpeed(s.opts.Parallel, s.yield, s.preempt, s.Demand)
+			s.handOver(fl, time.Now())
 		}
 	}
 	s.mu.Lock()
