@@ -3,6 +3,7 @@ package layer
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -88,8 +89,29 @@ func Mount(mountpoint string, root *Root, opts MountOptions) (*Session, error) {
 	s := &Session{server: server, mountpoint: mountpoint, dev: dev,
 		handoff: Handoff{Init: initOf(server.KernelSettings()), Epoch: firstEpoch}}
 	go server.Serve()
+	if err := pollHack(mountpoint); err != nil {
+		_ = s.Unmount()
+		return nil, fmt.Errorf("mount layer at %s: %w", mountpoint, err)
+	}
 	setReadAheadOrWarn(mountpoint, fo.MountOptions.MaxWrite)
 	return s, nil
+}
+
+// pollHack makes the kernel ask the new connection once whether it can
+// poll, which go-fuse answers ENOSYS, so the kernel never asks again. Go's
+// netpoller registers files it opens with epoll, which sends POLL to the
+// server; a process serving its own mount could otherwise wedge, every
+// thread waiting (go-fuse's WaitMount does this, but not for a
+// "/dev/fd/N" mount). The name is one go-fuse answers itself. The kernel
+// remembers the answer for the connection, so an adopted one needs none.
+func pollHack(mountpoint string) error {
+	fd, err := unix.Open(filepath.Join(mountpoint, ".go-fuse-epoll-hack"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open poll probe: %w", err)
+	}
+	defer unix.Close(fd)
+	_, _ = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLPRI | unix.POLLOUT}}, 0)
+	return nil
 }
 
 // fuseOptions returns the go-fuse options of a layer mount and the

@@ -291,3 +291,46 @@ func TestAdoptAfterKill(t *testing.T) {
 		t.Fatalf("Unmount: %v", err)
 	}
 }
+
+// TestFailAfterKill: a connection nobody can serve again answers EIO, to
+// reads of a file opened before its server died and to new lookups,
+// instead of leaving its readers waiting.
+func TestFailAfterKill(t *testing.T) {
+	requireFUSE(t)
+	if os.Getenv(adoptChildEnv) != "" {
+		t.Skip("in the child")
+	}
+	mnt := t.TempDir()
+	cmd, dev, _ := startFirstServer(t, mnt)
+	f, err := os.Open(filepath.Join(mnt, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	if err := Fail(dev); err != nil {
+		t.Fatalf("Fail: %v", err)
+	}
+	done := make(chan error, 2)
+	go func() {
+		_, err := f.ReadAt(make([]byte, 4096), 1<<20)
+		done <- err
+	}()
+	go func() {
+		_, err := os.ReadFile(filepath.Join(mnt, "small", "f03"))
+		done <- err
+	}()
+	for range 2 {
+		select {
+		case err := <-done:
+			if !errors.Is(err, syscall.EIO) {
+				t.Errorf("read on a failed connection: %v, want EIO", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("read on a failed connection still waiting after 5 s")
+		}
+	}
+}
