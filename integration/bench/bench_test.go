@@ -146,7 +146,8 @@ func benchImage(t *testing.T, r *Runner) harness.Image {
 		t.Fatal(err)
 	}
 	chain := identity.ChainIDs([]digest.Digest{base.DiffID, data.DiffID})
-	r.Layers = Layers{Base: base.Digest(), Data: data.Digest(), BaseChain: chain[0], DataChain: chain[1]}
+	r.Layers = Layers{Base: base.Digest(), Data: data.Digest(), BaseChain: chain[0], DataChain: chain[1],
+		DataSize: int64(len(data.Blob))}
 	return harness.Image{Layers: []harness.Layer{base, data}, Cmd: []string{"/bin/cat", "/" + harness.HelloPath}}
 }
 

@@ -66,7 +66,7 @@ var metrics = []metric{
 	{"(c) 128 MiB read in a new container", "s", func(m Measure) (float64, bool) { return m.Read.Seconds(), true }},
 	{"(c) registry bytes during the read", "MB", func(m Measure) (float64, bool) { return float64(m.ReadFetched) / 1e6, true }},
 	{"(d) image complete on local disk", "s", func(m Measure) (float64, bool) { return m.Complete.Seconds(), m.Complete > 0 }},
-	{"`find / -xdev | wc -l` in a new container", "s", func(m Measure) (float64, bool) { return m.Find.Seconds(), true }},
+	{"`find / -xdev \\| wc -l` in a new container", "s", func(m Measure) (float64, bool) { return m.Find.Seconds(), true }},
 	{"`cat /data/small/d00[0-9]/*` (2,000 files, cold)", "s", func(m Measure) (float64, bool) { return m.Small.Seconds(), true }},
 	{"snapshotter peak RSS (VmHWM)", "MB", func(m Measure) (float64, bool) { return float64(m.PeakRSS) / 1e6, m.PeakRSS > 0 }},
 }

@@ -103,10 +103,11 @@ func TestBuildTimeline(t *testing.T) {
 	base := snapshot.Timings{Start: t0.Add(ms(300)), Mount: ms(50), Unpack: ms(100), Total: ms(160)}
 	data := snapshot.Timings{Start: t0.Add(ms(500)), Mount: ms(400), Total: ms(420)}
 	first := t0.Add(ms(1500))
-	steps := buildTimeline(t0, first, base, data, t0.Add(ms(700)), t0.Add(ms(1300)))
+	steps := buildTimeline(t0, first, base, data, t0.Add(ms(700)), t0.Add(ms(1300)), t0.Add(ms(1400)))
 	want := []Step{
 		{StepResolve, ms(300)}, {StepDiscovery, ms(50)}, {StepUnpack, ms(110)}, {StepBetween, ms(40)},
-		{StepZtocFetch, ms(200)}, {StepMount, ms(200)}, {StepCommit, ms(20)}, {StepContainer, ms(380)}, {StepFirstRead, ms(200)},
+		{StepZtocFetch, ms(200)}, {StepMount, ms(200)}, {StepCommit, ms(20)}, {StepContainer, ms(380)},
+		{StepHelloSpan, ms(100)}, {StepFirstRead, ms(100)},
 	}
 	if len(steps) != len(want) {
 		t.Fatalf("steps %v, want %v", steps, want)
@@ -118,11 +119,11 @@ func TestBuildTimeline(t *testing.T) {
 	}
 	// No zTOC GET seen and the span GET before the commit: their time
 	// goes to the next step.
-	steps = buildTimeline(t0, first, base, data, time.Time{}, t0.Add(ms(800)))
+	steps = buildTimeline(t0, first, base, data, time.Time{}, t0.Add(ms(800)), t0.Add(ms(850)))
 	var sum time.Duration
 	for _, s := range steps {
 		sum += s.Took
-		if s.Name == StepZtocFetch || s.Name == StepContainer {
+		if s.Name == StepZtocFetch || s.Name == StepContainer || s.Name == StepHelloSpan {
 			t.Errorf("step %q without its mark", s.Name)
 		}
 	}

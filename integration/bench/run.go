@@ -60,6 +60,8 @@ type Measure struct {
 type Layers struct {
 	Base, Data           digest.Digest
 	BaseChain, DataChain digest.Digest
+	// DataSize is the data layer blob's size.
+	DataSize int64
 }
 
 // Runner runs the benchmark's runs.

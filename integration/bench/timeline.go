@@ -27,8 +27,9 @@ const (
 	StepZtocFetch    = "zTOC fetch"
 	StepMount        = "zTOC parse, blob probe, FUSE mount"
 	StepCommit       = "commit of the lazy layer"
-	StepContainer    = "container start (client, containerd, runc) to the first span GET"
-	StepFirstRead    = "span reads to the output"
+	StepContainer    = "container start (client, containerd, runc) until its read of hello.txt's span reaches the registry"
+	StepHelloSpan    = "transfer of that span"
+	StepFirstRead    = "decompression to the output"
 	StepUnaccounted  = "rest"
 	timelineMinSteps = 3
 )
@@ -47,12 +48,16 @@ func (r *Runner) timeline(ctx context.Context, c *harness.Containerd, t0, first 
 	if !okBase || !okData {
 		return nil
 	}
-	var ztocEnd, spanStart time.Time
+	var ztocEnd time.Time
+	var hello *harness.BlobGet
+	lastByte := fmt.Sprintf("-%d", r.Layers.DataSize-1)
 	for _, g := range gets {
 		switch {
-		case g.Digest == r.Layers.Data.String() && g.Range != "" && g.Range != probeRange:
-			if spanStart.IsZero() || g.Start.Before(spanStart) {
-				spanStart = g.Start
+		case g.Digest == r.Layers.Data.String() && strings.HasSuffix(g.Range, lastByte):
+			// The span at the blob's end holds /data/hello.txt, the
+			// layer's last file: its GET is the container's read.
+			if hello == nil || g.Start.Before(hello.Start) {
+				hello = g
 			}
 		case g.Digest != r.Layers.Data.String() && g.Digest != r.Layers.Base.String() && g.Range == "" &&
 			g.Bytes() > 64<<10 && ztocEnd.IsZero():
@@ -61,13 +66,17 @@ func (r *Runner) timeline(ctx context.Context, c *harness.Containerd, t0, first 
 			ztocEnd = g.End()
 		}
 	}
-	return buildTimeline(t0, first, base, data, ztocEnd, spanStart)
+	var helloStart, helloEnd time.Time
+	if hello != nil {
+		helloStart, helloEnd = hello.Start, hello.End()
+	}
+	return buildTimeline(t0, first, base, data, ztocEnd, helloStart, helloEnd)
 }
 
 // buildTimeline makes the steps from marks in time order; a mark missing
 // (zero) or out of order merges its step into the next one, so the steps
 // always add up to first - t0.
-func buildTimeline(t0, first time.Time, base, data snapshot.Timings, ztocEnd, spanStart time.Time) []Step {
+func buildTimeline(t0, first time.Time, base, data snapshot.Timings, ztocEnd, helloStart, helloEnd time.Time) []Step {
 	marks := []struct {
 		name string
 		at   time.Time
@@ -79,7 +88,8 @@ func buildTimeline(t0, first time.Time, base, data snapshot.Timings, ztocEnd, sp
 		{StepZtocFetch, ztocEnd},
 		{StepMount, data.Start.Add(data.Mount)},
 		{StepCommit, data.Start.Add(data.Total)},
-		{StepContainer, spanStart},
+		{StepContainer, helloStart},
+		{StepHelloSpan, helloEnd},
 		{StepFirstRead, first},
 	}
 	var steps []Step
