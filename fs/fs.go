@@ -220,6 +220,7 @@ type Opt func(*options) error
 
 // options holds New's knobs.
 type options struct {
+	keeper        SessionKeeper // WithSessionKeeper (handoff.go)
 	mountTimeout  time.Duration
 	checkInterval time.Duration
 	checkTimeout  time.Duration

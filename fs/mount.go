@@ -103,6 +103,32 @@ func (f *FS) assemble(ctx context.Context, mp string, ref LayerRef) (*mounted, e
 		return nil, fmt.Errorf("mount layer %s at %s: %w", ref.LayerDigest, mp, err)
 	}
 	ztocID := span.ZtocIdentity(z)
+	mgr, err := f.newManager(ctx, ref, z, blob)
+	if err != nil {
+		return nil, fmt.Errorf("mount layer %s at %s: %w", ref.LayerDigest, mp, err)
+	}
+	m := &mounted{mountpoint: mp, ref: ref, mgr: mgr, blob: blob, mountedAt: time.Now()}
+	if f.cfg.passthrough && f.cfg.keeper == nil {
+		m.files = newLocalFiles(mgr, filepath.Join(f.root, filesDirName), ref.LayerDigest.Encoded(), log.G(ctx), f.met)
+	}
+	if err := f.serve(ctx, m, z); err != nil {
+		if m.files != nil {
+			_ = m.files.release()
+		}
+		mgr.Close()
+		return nil, fmt.Errorf("mount layer %s at %s: %w", ref.LayerDigest, mp, err)
+	}
+	f.keep(ctx, m, ztocID)
+	if f.sched != nil {
+		f.sched.Add(mp, mgr)
+	}
+	return m, nil
+}
+
+// newManager makes the span manager of a layer, recording its zTOC as
+// rejected when verification fails.
+func (f *FS) newManager(ctx context.Context, ref LayerRef, z *ztoc.Ztoc, blob *remote.Live) (*span.Manager, error) {
+	ztocID := span.ZtocIdentity(z)
 	so := f.cfg.spanOpts
 	so.LayerDigest, so.Metrics = ref.LayerDigest, f.spanMet
 	so.OnFail = func(reason error) {
@@ -114,25 +140,7 @@ func (f *FS) assemble(ctx context.Context, mp string, ref LayerRef) (*mounted, e
 	if f.sched != nil {
 		so.Foreground = f.sched.Foreground
 	}
-	mgr, err := span.New(z, blob, f.cache, so)
-	if err != nil {
-		return nil, fmt.Errorf("mount layer %s at %s: %w", ref.LayerDigest, mp, err)
-	}
-	m := &mounted{mountpoint: mp, ref: ref, mgr: mgr, blob: blob, mountedAt: time.Now()}
-	if f.cfg.passthrough {
-		m.files = newLocalFiles(mgr, filepath.Join(f.root, filesDirName), ref.LayerDigest.Encoded(), log.G(ctx), f.met)
-	}
-	if err := f.serve(ctx, m, z); err != nil {
-		if m.files != nil {
-			_ = m.files.release()
-		}
-		mgr.Close()
-		return nil, fmt.Errorf("mount layer %s at %s: %w", ref.LayerDigest, mp, err)
-	}
-	if f.sched != nil {
-		f.sched.Add(mp, mgr)
-	}
-	return m, nil
+	return span.New(z, blob, f.cache, so)
 }
 
 // resolve finds the zTOC and opens the blob, within the mount timeout. It
@@ -235,10 +243,12 @@ func (f *FS) Unmount(ctx context.Context, mountpoint string) error {
 	f.mu.Unlock()
 	switch {
 	case !ok:
+		f.drop(ctx, mp)
 		return unmountStale(mp)
 	case m == nil:
 		return fmt.Errorf("unmount %s: mount in progress: %w", mp, errdefs.ErrUnavailable)
 	}
+	f.drop(ctx, mp)
 	if err := f.release(m); err != nil {
 		return err
 	}
