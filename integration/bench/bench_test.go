@@ -108,6 +108,12 @@ func TestBenchE2E(t *testing.T) {
 					tg.Link, run+1, sn, m.FirstOutput.Seconds(), m.Fetched, m.Read.Seconds(), m.Complete.Seconds(), m.Incomplete,
 					m.Find.Seconds(), m.FindEntries, m.Small.Seconds(), float64(m.PeakRSS)/1e6, m.OutsideClock)
 				res.Measures = append(res.Measures, m)
+				// The report so far, so that a benchmark cut short still
+				// leaves its figures.
+				res.Took = time.Since(start)
+				if err := res.Write(cfg.Out); err != nil {
+					t.Logf("partial report: %v", err)
+				}
 			}
 		}
 	}
