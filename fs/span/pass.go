@@ -105,9 +105,9 @@ func (m *Manager) passStep(ctx context.Context, p passState) (int64, bool, error
 	}
 	end := p.fed + int64(len(buf))
 	p.hasher.Write(buf)
-	// Write returns once the verifier consumed every byte (it checks them
+	// feed returns once the verifier consumed every byte (it checks them
 	// and caches the spans they complete meanwhile), or with its error.
-	if _, werr := p.pipe.Write(buf); werr != nil {
+	if werr := m.feed(ctx, p, buf); werr != nil {
 		err := m.passVerdict(ctx, p)
 		if err == nil { // the verifier ended without a verdict
 			err = fmt.Errorf("completion pass stopped early: %w", werr)
@@ -137,6 +137,31 @@ func (m *Manager) passStep(ctx context.Context, p passState) (int64, bool, error
 		p.ahead.stop()
 	}
 	return int64(len(buf)), true, nil
+}
+
+// passPiece is how many blob bytes a full-speed pass inflates between two
+// looks at foreground transfers, so that it leaves them the CPU soon.
+const passPiece = 512 << 10
+
+// feed writes buf to the verifier of pass p. At full speed it does so a
+// piece at a time, waiting for foreground transfers in between. Every byte
+// is written whatever happens: a chunk fed in part would be fed again by
+// the next step and break the stream.
+func (m *Manager) feed(ctx context.Context, p passState, buf []byte) error {
+	fs := m.full.Load()
+	if fs == nil {
+		_, err := p.pipe.Write(buf)
+		return err
+	}
+	for len(buf) > 0 {
+		_ = fs.wait(ctx) // returns at once when ctx ends: the rest is written anyway
+		n := min(len(buf), passPiece)
+		if _, err := p.pipe.Write(buf[:n]); err != nil {
+			return err
+		}
+		buf = buf[n:]
+	}
+	return nil
 }
 
 // passBytes returns the blob bytes that come next in pass p: the next
