@@ -25,11 +25,13 @@ import (
 //     cache (compressedKey) until the pass consumes them: the pass reads them
 //     from there, checked against the span digest again, instead of fetching
 //     them a second time. Dropped or damaged ones are fetched as before.
-//   - Background transfers yield to foreground ones: a request starts only
-//     when the scheduler's wait lets it (no foreground read waits on the
-//     network), and one in progress when a foreground read starts is broken
-//     off and resumed later from where it stopped. They never take a
-//     foreground fetch slot (Manager.sem).
+//   - Background work yields to foreground transfers (a span a read needs,
+//     or one fetched ahead of a sequential reader; noteDemand): a request
+//     starts only when the scheduler's wait lets it, one in progress when a
+//     foreground transfer starts is broken off and resumed later from where
+//     it stopped, and the pass itself waits between pieces (pass.go feed).
+//     Background transfers never take a foreground fetch slot
+//     (Manager.sem).
 
 // aheadPiece is how many bytes a background transfer reads at a time
 // (and counts in the fetched-bytes metric).
