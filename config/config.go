@@ -75,6 +75,7 @@ type Fetch struct {
 	MaxRetryWait      Duration `toml:"max_retry_wait" comment:"Longest backoff between retries."`
 	MaxRetryAfter     Duration `toml:"max_retry_after" comment:"Longest wait a 429 or 503 answer may ask for in Retry-After (instead of the backoff)."`
 	MaxConcurrency    int      `toml:"max_concurrency" comment:"Concurrent range requests across all layers."`
+	MemoryLimit       int64    `toml:"memory_limit" comment:"Bound, in bytes, on the daemon's resident memory that the Go collector works to (a soft limit, as GOMEMLIMIT): the Go runtime gets it minus 20 MiB for the binary's mapped code and an eighth (at most 32 MiB) for free span buffers kept for reuse, which the pool is then bounded to; once mounts settle, the Go share is raised to twice the live heap if that is more, so that many mounted layers never make the collector run back to back. Spans being fetched or read (per layer: background_fetch.parallel and the fetch-ahead window, a few spans each) are outside it. At least 33554432 (32 MiB); 0: no bound (Go's defaults, or GOMEMLIMIT from the environment)."`
 	Verify            string   `toml:"verify" comment:"When span digests are checked. strict: no byte reaches a container before its span's sha256 matched (a small read costs a whole span). deferred: a small read is answered from the first bytes of its span, which is verified as it finishes arriving; a mismatch fails the layer."`
 }
 

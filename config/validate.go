@@ -71,6 +71,9 @@ func (c *Config) Validate() error {
 			bad(kv.key, "must not be negative, got %d", kv.n)
 		}
 	}
+	if m := c.Fetch.MemoryLimit; m != 0 && m < 32<<20 {
+		bad("fetch.memory_limit", "must be 0 (no bound) or at least 33554432 (32 MiB), got %d", m)
+	}
 	if c.Fetch.MaxConcurrency < 1 {
 		bad("fetch.max_concurrency", "must be at least 1, got %d", c.Fetch.MaxConcurrency)
 	}

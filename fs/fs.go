@@ -114,6 +114,9 @@ func New(root string, src ZtocSource, blobs BlobOpener, opts ...Opt) (*FS, error
 	if err := checkFUSE(); err != nil {
 		return nil, err
 	}
+	if err := applyMemoryBudget(cfg.memory, &cfg.spanOpts, cfg.registerer); err != nil {
+		return nil, fmt.Errorf("new file system: %w", err)
+	}
 	// Passthrough copies of a previous run are referenced by nothing.
 	if err := os.RemoveAll(filepath.Join(root, filesDirName)); err != nil {
 		return nil, fmt.Errorf("new file system: remove old passthrough copies: %w", err)
@@ -126,7 +129,7 @@ func New(root string, src ZtocSource, blobs BlobOpener, opts ...Opt) (*FS, error
 		return nil, fmt.Errorf("new file system: open span cache: %w", err)
 	}
 	f := &FS{root: root, src: src, blobs: blobs, cfg: cfg, cache: c, layers: map[string]*mounted{},
-		rejected: rejections{dir: filepath.Join(root, rejectedDirName)}}
+		rejected: rejections{dir: filepath.Join(root, rejectedDirName)}, mem: memoryRelease{goFloor: cfg.memory.goLimit}}
 	if f.spanMet, err = span.NewMetrics(cfg.registerer); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("new file system: %w", err)
@@ -234,6 +237,7 @@ type options struct {
 	maxFetches    int
 	passthrough   bool
 	rejectedErr   error
+	memory        memoryBudget // WithMemoryLimit (memory.go)
 }
 
 func defaultOptions() options {

@@ -246,6 +246,7 @@ func fsOptions(cfg *config.Config, reg prometheus.Registerer, userXattr bool) []
 		fs.WithMountTimeout(cfg.FUSE.MountTimeout.Duration),
 		fs.WithPassthrough(cfg.FUSE.Passthrough),
 		fs.WithMaxFetches(cfg.Fetch.MaxConcurrency),
+		fs.WithMemoryLimit(cfg.Fetch.MemoryLimit),
 		fs.WithCacheOptions(cache.WithMaxBytes(cacheBytes(cfg.Cache.MaxBytes))),
 	}
 	if userXattr {
