@@ -21,16 +21,32 @@ type remoteLayer struct {
 	labels map[string]string
 }
 
-// restore makes the lazy snapshots of a previous run usable again: stale
-// mounts (their FUSE server died with the old process) are released, then
-// every snapshot labelled LabelRemote is mounted again from its labels.
+// Server is an optional extension of FileSystem, for one that took over
+// the mounts of the previous process (their FUSE connections were kept
+// alive across the restart): restore leaves the mounts it serves as they
+// are, so running containers keep their files.
+type Server interface {
+	Serves(mountpoint string) bool
+}
+
+// restore makes the lazy snapshots of a previous run usable again: mounts
+// the FileSystem took over are kept, stale ones (their FUSE server died
+// with the old process) are released, then every other snapshot labelled
+// LabelRemote is mounted again from its labels.
 func (s *Snapshotter) restore(ctx context.Context, allowInvalid bool) error {
 	entries, err := os.ReadDir(s.snapshotsDir())
 	if err != nil {
 		return fmt.Errorf("restore: list snapshot directories: %w", err)
 	}
+	served := func(mp string) bool {
+		srv, ok := s.fs.(Server)
+		return ok && srv.Serves(mp)
+	}
 	for _, e := range entries {
 		mp := filepath.Join(s.snapshotsDir(), e.Name(), "fs")
+		if served(mp) {
+			continue
+		}
 		if err := s.unmount(ctx, mp); err != nil {
 			return fmt.Errorf("restore: release stale mount: %w", err)
 		}
@@ -40,6 +56,9 @@ func (s *Snapshotter) restore(ctx context.Context, allowInvalid bool) error {
 		return fmt.Errorf("restore: %w", err)
 	}
 	for _, l := range layers {
+		if served(s.upperPath(l.id)) {
+			continue
+		}
 		mctx := ctx
 		if ns := l.labels[LabelNamespace]; ns != "" {
 			mctx = namespaces.WithNamespace(ctx, ns)

@@ -76,6 +76,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(rest) == 2 && rest[0] == "config" && rest[1] == "default" {
 		return config.Default().Encode(stdout)
 	}
+	if len(rest) == 2 && rest[0] == "fd-holder" {
+		return holderVerb(ctx, rest[1]) // started by the daemon (keeper.go)
+	}
 	if len(rest) >= 2 && rest[0] == "config" && rest[1] == "migrate" {
 		return runMigrate(rest[2:], stdout, os.Stderr)
 	}

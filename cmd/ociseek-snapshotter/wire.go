@@ -38,6 +38,9 @@ type service struct {
 	sn  *snapshot.Snapshotter
 	fs  *fs.FS      // nil with lazy loading off
 	cri *criService // nil with [cri_keychain] off
+	// keeper holds the lazy mounts' FUSE connections across restarts
+	// (keeper.go); nil when no fd holder could be started.
+	keeper *holderClient
 }
 
 // newService builds the snapshotter under <root>/snapshotter over the lazy
@@ -67,7 +70,7 @@ func newServiceXattr(ctx context.Context, cfg *config.Config, reg prometheus.Reg
 	d := &service{cri: cri}
 	fsys := snapshot.FileSystem(noIndexFS{})
 	if cfg.Snapshotter.Lazy {
-		if d.fs, err = newFileSystem(cfg, regs, reg, userXattr); err != nil {
+		if d.fs, d.keeper, err = newKeptFileSystem(ctx, cfg, regs, reg, userXattr); err != nil {
 			return nil, err
 		}
 		fsys = lazyFS{d.fs}
@@ -97,6 +100,7 @@ func newServiceXattr(ctx context.Context, cfg *config.Config, reg prometheus.Reg
 		if d.fs != nil {
 			d.fs.Close()
 		}
+		d.keeper.close()
 		return nil, fmt.Errorf("start snapshotter: %w", err)
 	}
 	return d, nil
@@ -136,7 +140,7 @@ func (d *service) shutdown(ctx context.Context, unmount bool) error {
 	} else if d.fs != nil {
 		errs = append(errs, d.fs.Detach())
 	}
-	errs = append(errs, d.sn.Close())
+	errs = append(errs, d.sn.Close(), d.keeper.close())
 	return errors.Join(errs...)
 }
 
@@ -146,8 +150,8 @@ func (d *service) shutdown(ctx context.Context, unmount bool) error {
 // the retry transport: fs/remote retries ranges itself, knowing partial
 // progress, and a second layer under it multiplied the requests (6 per
 // attempt against a failing registry), so that max_retries bounded nothing.
-func newFileSystem(cfg *config.Config, regs registryAccess, reg prometheus.Registerer, userXattr bool) (*fs.FS, error) {
-	return lazyfs.New(lazyOptions(cfg, regs), fsOptions(cfg, reg, userXattr)...)
+func newFileSystem(cfg *config.Config, regs registryAccess, reg prometheus.Registerer, userXattr bool, extra ...fs.Opt) (*fs.FS, error) {
+	return lazyfs.New(lazyOptions(cfg, regs), append(fsOptions(cfg, reg, userXattr), extra...)...)
 }
 
 // lazyOptions turns the configuration into the values lazyfs builds the
