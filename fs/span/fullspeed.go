@@ -332,6 +332,11 @@ func (w *aheadWindow) transfer(ctx context.Context, dst []byte, off int64) (int,
 	tctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	if pre := w.fs.preempt(); pre != nil {
+		select {
+		case <-pre: // a foreground transfer runs: not even a request
+			return 0, errPreempted
+		default:
+		}
 		go func() {
 			select {
 			case <-pre:
