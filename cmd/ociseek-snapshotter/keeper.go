@@ -19,6 +19,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// buildVersion names the build in the log of a takeover; set at link time
+// (go build -ldflags "-X main.buildVersion=..."), so an upgrade shows.
+var buildVersion = "dev"
+
 // holderSocketName is the fd holder's socket under the daemon's root.
 const holderSocketName = "fd-holder.sock"
 
@@ -59,7 +63,8 @@ func newKeptFileSystem(ctx context.Context, cfg *config.Config, regs registryAcc
 	if len(held) > 0 {
 		start := time.Now()
 		served := f.Adopt(ctx, held)
-		log.G(ctx).Infof("took over %d of %d lazy mounts of the previous daemon in %v", len(served), len(held), time.Since(start))
+		log.G(ctx).WithField("build", buildVersion).
+			Infof("took over %d of %d lazy mounts of the previous daemon in %v", len(served), len(held), time.Since(start))
 	}
 	return f, k, nil
 }
@@ -73,6 +78,11 @@ func connectHolder(ctx context.Context, socket string) (*holderClient, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("start fd holder: %w", err)
+	}
+	if strings.HasSuffix(exe, ".test") {
+		// A daemon run inside a Go test binary: that binary has no
+		// fd-holder verb (it would run the tests again).
+		return nil, errors.New("start fd holder: not from a test binary")
 	}
 	cmd := exec.Command(exe, "fd-holder", socket)
 	// Not the daemon's stderr: whoever reads that pipe (a supervisor, a
