@@ -39,19 +39,7 @@ func BenchmarkVerifiedWhileBusy(b *testing.B) {
 				time.Sleep(50 * time.Millisecond)
 			}
 		}()
-		for {
-			st, err := f.Status(mp)
-			if err != nil || st.Failed != nil {
-				b.Fatalf("status: %+v, %v", st, err)
-			}
-			if st.Complete {
-				break
-			}
-			if time.Since(start) > 10*time.Minute {
-				b.Fatal("not verified within 10 minutes of the mount")
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		awaitComplete(b, f, mp, start, 100*time.Millisecond)
 		busy += time.Since(start)
 		stop.Store(true)
 		<-done

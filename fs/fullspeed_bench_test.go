@@ -153,22 +153,29 @@ func runCompletion(b *testing.B, img *image, bo bgfetch.Options, reads int) comp
 	if reads > 0 {
 		return r
 	}
+	awaitComplete(b, f, mp, start, 5*time.Millisecond)
+	r.complete = time.Since(start)
+	r.fetched = fetchedBytes(b, reg)
+	return r
+}
+
+// awaitComplete polls the status of the layer at mp every poll until it
+// is complete, for at most 10 minutes after start.
+func awaitComplete(b *testing.B, f *FS, mp string, start time.Time, poll time.Duration) {
+	b.Helper()
 	for {
 		st, err := f.Status(mp)
 		if err != nil || st.Failed != nil {
 			b.Fatalf("status: %+v, %v", st, err)
 		}
 		if st.Complete {
-			break
+			return
 		}
 		if time.Since(start) > 10*time.Minute {
 			b.Fatal("not complete 10 minutes after the mount")
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(poll)
 	}
-	r.complete = time.Since(start)
-	r.fetched = fetchedBytes(b, reg)
-	return r
 }
 
 // percentile returns the p-th percentile (nearest rank) of ds.
