@@ -212,7 +212,12 @@ func (r Results) Markdown() string {
 			}
 		}
 	}
-	b.WriteString("Lines printed by the benchmark:\n\n```\n")
+	for _, m := range r.Measures {
+		for _, f := range m.Failures {
+			fmt.Fprintf(&b, "- %s, %s: a workload container failed and was started again: `%s`\n", m.Link, m.Snapshotter, f)
+		}
+	}
+	b.WriteString("\nLines printed by the benchmark:\n\n```\n")
 	for _, l := range r.Lines() {
 		b.WriteString(l + "\n")
 	}

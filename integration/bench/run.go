@@ -45,6 +45,9 @@ type Measure struct {
 	// OutsideClock counts the workloads (c, find, small) timed by the
 	// arrival of their output rather than by the container's clock.
 	OutsideClock int
+	// Failures are the errors of workload containers that failed and
+	// were started again.
+	Failures []string
 	// PeakRSS is the snapshotter process's VmHWM in bytes after the whole
 	// sequence (0: not a process of the run).
 	PeakRSS int64
@@ -169,7 +172,7 @@ func (r *Runner) RunOnce(ctx context.Context, tg Target, sn string) (m Measure, 
 		return m, err
 	}
 
-	m.OutsideClock = client.outsideClock
+	m.OutsideClock, m.Failures = client.outsideClock, client.failures
 	switch {
 	case sn == Overlay:
 		m.Complete = m.FirstOutput // a full pull: complete before the container starts
@@ -370,6 +373,17 @@ type nerdctl struct {
 	// outsideClock counts the workloads timed by their output's arrival
 	// because the container could not read the clock.
 	outsideClock int
+	// failures are the errors of workload containers that failed once.
+	failures []string
+}
+
+// firstLine returns s up to its first newline, at most 300 bytes.
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	if len(s) > 300 {
+		s = s[:300] + "..."
+	}
+	return s
 }
 
 // run runs `nerdctl run --rm --net host ARGS` and returns the lines the
@@ -423,6 +437,13 @@ const clockProbe = "/bin/busybox adjtimex 2>/dev/null | /bin/busybox grep time.t
 // its output on a loaded machine.
 func (n *nerdctl) workload(ctx context.Context, ref, script string) (time.Duration, []string, error) {
 	d, between, inside, err := n.timedWorkload(ctx, ref, script)
+	if err != nil {
+		// A container that does not start is what a user would see, so
+		// it is reported; the run goes on with a second try.
+		n.failures = append(n.failures, firstLine(err.Error()))
+		time.Sleep(2 * time.Second)
+		d, between, inside, err = n.timedWorkload(ctx, ref, script)
+	}
 	if err == nil && !inside {
 		n.outsideClock++
 	}
