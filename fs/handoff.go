@@ -145,13 +145,7 @@ func (f *FS) adoptOne(ctx context.Context, mp string, h HeldSession) error {
 	defer f.pending.Done()
 	start := time.Now()
 	m, err := f.assembleAdopted(ctx, mp, st, h.Dev)
-	f.mu.Lock()
-	if err != nil {
-		delete(f.layers, mp)
-	} else {
-		f.layers[mp] = m
-	}
-	f.mu.Unlock()
+	f.publish(mp, m, err)
 	if err != nil {
 		return err
 	}

@@ -59,13 +59,7 @@ func (f *FS) MountLayer(ctx context.Context, mountpoint string, ref LayerRef) er
 	defer f.pending.Done()
 	start := time.Now()
 	m, err := f.assemble(ctx, mp, ref)
-	f.mu.Lock()
-	if err != nil {
-		delete(f.layers, mp)
-	} else {
-		f.layers[mp] = m
-	}
-	f.mu.Unlock()
+	f.publish(mp, m, err)
 	if err != nil {
 		f.met.mountSeconds.WithLabelValues("failed").Observe(time.Since(start).Seconds())
 		return err
@@ -76,6 +70,18 @@ func (f *FS) MountLayer(ctx context.Context, mountpoint string, ref LayerRef) er
 	log.G(ctx).WithField("mountpoint", mp).WithField("layer", ref.LayerDigest).
 		Debugf("layer mounted lazily (%d entries) in %v", m.entries, time.Since(start))
 	return nil
+}
+
+// publish ends the reservation of mp: m is recorded, or on err the name
+// is free again.
+func (f *FS) publish(mp string, m *mounted, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err != nil {
+		delete(f.layers, mp)
+		return
+	}
+	f.layers[mp] = m
 }
 
 // reserve claims mp for a Mount in progress.
