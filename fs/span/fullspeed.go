@@ -321,8 +321,11 @@ func (w *aheadWindow) fetchRange(ctx context.Context, start, end int64) ([]byte,
 }
 
 // errPreempted ends a background transfer broken off for a foreground
-// read.
-var errPreempted = errors.New("background transfer preempted by a foreground read")
+// one. It is a cancellation: fs/remote's health tracking must not count it
+// as registry trouble (a failed request makes the next Check probe the
+// registry, and a probe that times out on a loaded link fails a container
+// start).
+var errPreempted = fmt.Errorf("background transfer preempted by a foreground one: %w", context.Canceled)
 
 // transfer fills dst from blob offset off in one range request, broken off
 // with errPreempted when a foreground read starts meanwhile; it returns the

@@ -342,6 +342,9 @@ func TestFullSpeedPreemptedTransferResumes(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("not complete after the preemption")
 	}
+	if !errors.Is(errPreempted, context.Canceled) {
+		t.Error("a preempted transfer's error is not a cancellation: fs/remote would count it as registry trouble")
+	}
 	e.blob.mu.Lock()
 	defer e.blob.mu.Unlock()
 	first := e.blob.ranges[0]
