@@ -128,6 +128,13 @@ func (d *Daemon) Restart(t T) {
 	}
 }
 
+// RestartWith is Restart with another binary: an upgrade in place.
+func (d *Daemon) RestartWith(t T, bin string) {
+	t.Helper()
+	d.bin = bin
+	d.Restart(t)
+}
+
 // Kill kills the daemon with SIGKILL, as a crash would, and waits for it.
 func (d *Daemon) Kill(t T) {
 	t.Helper()
