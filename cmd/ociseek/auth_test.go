@@ -137,15 +137,7 @@ func TestMountVerbAuth(t *testing.T) {
 	if blobGets == 0 {
 		t.Error("the file was read without an authenticated range request of its layer")
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("mount verb after interrupt: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("mount verb did not return after interrupt")
-	}
+	stopMountVerb(t, cancel, done)
 
 	// Without credentials the mount fails, saying why, and mounts nothing.
 	t.Setenv("DOCKER_CONFIG", t.TempDir())

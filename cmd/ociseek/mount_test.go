@@ -77,15 +77,7 @@ func TestMountVerb(t *testing.T) {
 
 	checkMountOptions(t, mp, false)
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("mount verb after interrupt: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("mount verb did not return after interrupt")
-	}
+	stopMountVerb(t, cancel, done)
 	if isMountpoint(t, mp) {
 		t.Fatal("layer still mounted after the verb returned")
 	}
@@ -141,15 +133,7 @@ func TestMountVerbAllowOther(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	checkMountOptions(t, mp, true)
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("mount verb after interrupt: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("mount verb did not return after interrupt")
-	}
+	stopMountVerb(t, cancel, done)
 }
 
 // TestMountVerbErrors: a layer the image does not have, and an image
@@ -188,5 +172,20 @@ func TestMountVerbErrors(t *testing.T) {
 				t.Fatal("failed mount left a mount")
 			}
 		})
+	}
+}
+
+// stopMountVerb interrupts a running mount verb (cancel) and waits for it
+// to return without an error, as ^C would.
+func stopMountVerb(t *testing.T, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("mount verb after interrupt: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("mount verb did not return after interrupt")
 	}
 }

@@ -85,15 +85,7 @@ func TestRegistryVerbsTokenAuth(t *testing.T) {
 	if refused == 0 {
 		t.Error("no range request was refused: the token did not expire during the mount")
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("mount verb after interrupt: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("mount verb did not return after interrupt")
-	}
+	stopMountVerb(t, cancel, done)
 
 	// ociseek pull's resolver (containerd's docker resolver with the
 	// CLI's credentials) resolves and reads a layer, before and after
