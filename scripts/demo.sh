@@ -3,8 +3,9 @@
 #
 # Installs the Debian packages it needs, builds only what the demo starts
 # (ociseek, ociseek-snapshotter and the demo program; containerd, ctr and
-# the runc shim; the olareg registry), reusing binaries that are up to date, then runs integration/cmd/demo, which starts olareg, containerd
-# and the ociseek-snapshotter in a private directory, pushes a sample image
+# the runc shim; the olareg registry), reusing binaries that are up to
+# date, then runs integration/cmd/demo, which starts olareg, containerd and
+# the ociseek-snapshotter in a private directory, pushes a sample image
 # with a SOCI index, runs it lazily and after a full overlayfs pull, cleans
 # everything up and ends with the line
 #   demo: first output after X s lazily (Y MB fetched) vs Z s with a full pull (W MB fetched)
@@ -45,8 +46,8 @@ fi
 # protobuf, containerd's API), which the first build compiles and the later
 # ones take from the Go build cache; run at once, each compiled them again.
 # Meanwhile the later builds' modules download in the background. From
-# empty Go caches this is about 400 CPU-seconds (ociseek 240, containerd
-# 155, olareg 6): some 3.5 minutes on an idle 2-core machine. Each step
+# empty Go caches the demo took 3 min 48 s to its closing line on an idle
+# 2-core machine (417 CPU-seconds; docs/benchmarks.md). Each step
 # says when it starts and when it is done (or up to date), and a failed one
 # shows its output. The tool builds are the Makefile's (internal/toolbin's
 # toolbuild): same pinned modules, same up-to-date rule (binaries newer than
@@ -76,21 +77,11 @@ build() {
 	fi
 }
 
-# fresh DIR MODULE BINARIES...: whether every binary in DIR is newer than
-# the go.sum of the tools module MODULE (the Makefile's rule).
-fresh() {
-	dir=$1 module=$2
-	shift 2
-	for b in "$@"; do
-		[ "$dir/$b" -nt "tools/$module/go.sum" ] || return 1
-	done
-}
-
 # A full containerd from `make tools` serves the demo as well; otherwise the
 # demo builds its own without the plugins it never starts.
 tools_dir=$OCISEEK_TOOLS_BIN
 demo_flag=""
-if ! fresh "$tools_dir" containerd containerd ctr containerd-shim-runc-v2; then
+if ! $GO run ./internal/toolbin/toolbuild -dir "$tools_dir" -check containerd ctr containerd-shim-runc-v2 2>/dev/null; then
 	tools_dir=$BIN/demo-tools
 	demo_flag=-demo
 fi

@@ -194,6 +194,21 @@ func EnsureIn(ctx context.Context, dir, name, tags string, logf func(format stri
 	return bin, nil
 }
 
+// Fresh reports whether the binary called name in dir is up to date: it
+// exists and is not older than its tools module's go.sum (when this
+// repository is here to tell). It builds nothing.
+func Fresh(dir, name string) bool {
+	mod, ok := moduleOf(name)
+	if !ok {
+		return false
+	}
+	gosum := ""
+	if root, err := RepoRoot(); err == nil {
+		gosum = filepath.Join(root, "tools", mod.dir, "go.sum")
+	}
+	return fresh(filepath.Join(dir, name), gosum)
+}
+
 // fresh reports whether bin exists and, when gosum is known, is not older
 // than it (the rule `make tools` uses to skip a module).
 func fresh(bin, gosum string) bool {

@@ -84,6 +84,33 @@ func TestFreshFollowsGoSum(t *testing.T) {
 	}
 }
 
+// TestFreshLooksAtTheToolsModule checks what `make demo` asks before it
+// reuses a containerd: a binary in the given directory, judged against its
+// own module's go.sum; an unknown tool is never fresh.
+func TestFreshLooksAtTheToolsModule(t *testing.T) {
+	dir := t.TempDir()
+	if Fresh(dir, "olareg") {
+		t.Error("missing olareg counted as fresh")
+	}
+	bin := filepath.Join(dir, "olareg")
+	if err := os.WriteFile(bin, nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	future := time.Now().Add(time.Hour)
+	os.Chtimes(bin, future, future)
+	if !Fresh(dir, "olareg") {
+		t.Error("olareg newer than tools/olareg/go.sum counted as stale")
+	}
+	past := time.Unix(0, 0)
+	os.Chtimes(bin, past, past)
+	if Fresh(dir, "olareg") {
+		t.Error("olareg older than tools/olareg/go.sum counted as fresh")
+	}
+	if Fresh(dir, "no-such-tool") {
+		t.Error("an unknown tool counted as fresh")
+	}
+}
+
 // TestEnsureRefusesUnknownTool checks that a name no tools module builds is
 // an error, not a silent empty path.
 func TestEnsureRefusesUnknownTool(t *testing.T) {

@@ -5,9 +5,12 @@
 // later ones take from the Go build cache.
 //
 //	go run ./internal/toolbin/toolbuild [-dir DIR] [-demo] NAME...
+//	go run ./internal/toolbin/toolbuild [-dir DIR] -check NAME...
 //
 // -demo builds containerd with toolbin.ContainerdDemoTags (without the
 // plugins `make demo` never starts); give it a directory of its own.
+// -check builds nothing and exits 0 when every NAME is up to date in DIR,
+// 1 otherwise (`make demo` uses a full containerd when one is there).
 //
 // It prints one line per tool: "tools: NAME up to date" or
 // "tools: NAME built in Ns" (`make demo` reads them), and exits 1 with the
@@ -27,9 +30,10 @@ import (
 func main() {
 	dir := flag.String("dir", "", "bin directory (default $"+toolbin.EnvDir+", else <repository>/bin/tools)")
 	demo := flag.Bool("demo", false, "build containerd with the demo's tags ("+toolbin.ContainerdDemoTags+")")
+	check := flag.Bool("check", false, "build nothing; exit 0 when every NAME is up to date, 1 otherwise")
 	flag.Parse()
 	if flag.NArg() == 0 {
-		fmt.Fprintln(os.Stderr, "usage: toolbuild [-dir DIR] [-demo] NAME...")
+		fmt.Fprintln(os.Stderr, "usage: toolbuild [-dir DIR] [-demo | -check] NAME...")
 		os.Exit(2)
 	}
 	if *dir == "" {
@@ -39,6 +43,14 @@ func main() {
 			os.Exit(1)
 		}
 		*dir = d
+	}
+	if *check {
+		for _, name := range flag.Args() {
+			if !toolbin.Fresh(*dir, name) {
+				os.Exit(1)
+			}
+		}
+		return
 	}
 	for _, name := range flag.Args() {
 		tags := ""
